@@ -1,0 +1,287 @@
+"""Model configs: one YAML per model in `configs/`, validated into frozen dataclasses.
+
+Every value is checked on load; an unknown key or a bad value is rejected with its key path,
+e.g. `build.profiles[2].max: must be >= opt (got [64, 128] < [64, 256])`. Relative paths in a
+config are relative to the directory trtbuild runs in (the project root).
+
+Style follows Optimum's configuration dataclasses: validation lives in `__post_init__`.
+"""
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from trtbuild.errors import ConfigError, TrtbuildError
+
+DEFAULT_BUCKETS = (32, 64, 128, 256)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _check(ok, key, reason):
+    if not ok:
+        raise ConfigError(key, reason)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model: a name (used for the work directory), the checkpoint, where outputs go."""
+
+    name: str
+    checkpoint: Optional[str] = None  # a local Hugging Face checkpoint directory
+    workdir: Optional[str] = None  # default: out/<name>
+    description: str = ""
+
+    def __post_init__(self):
+        _check(bool(_NAME_RE.match(self.name)), "name",
+               "must be letters, digits, '.', '_' or '-' (got {!r})".format(self.name))
+
+    @property
+    def resolved_workdir(self):
+        return self.workdir or os.path.join("out", self.name)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`trtbuild export`: ONNX opset, sequence limits, and the PyTorch parity check."""
+
+    opset: int = 17
+    max_length: Optional[int] = None  # default: min(256, the model's max_position_embeddings)
+    tolerance: float = 1e-4  # max |logit difference| ONNX Runtime vs PyTorch, per validated shape
+    validate_batches: Tuple[int, ...] = (1, 7)
+    short_length: int = 8  # validated sequence lengths: this one and max_length
+    attn_implementation: str = "eager"  # the attention code traced into the ONNX: eager or sdpa
+    inputs: Optional[Tuple[str, ...]] = None  # default: the tokenizer's model inputs
+
+    def __post_init__(self):
+        _check(13 <= self.opset <= 21, "opset", "must be between 13 and 21 (got {})".format(self.opset))
+        if self.max_length is not None:
+            _check(self.max_length >= 2, "max_length", "must be >= 2 (got {})".format(self.max_length))
+        _check(self.tolerance > 0, "tolerance", "must be > 0 (got {})".format(self.tolerance))
+        _check(len(self.validate_batches) > 0, "validate_batches", "must list at least one batch size")
+        for i, b in enumerate(self.validate_batches):
+            _check(b >= 1, "validate_batches[{}]".format(i), "must be >= 1 (got {})".format(b))
+        _check(self.short_length >= 2, "short_length", "must be >= 2 (got {})".format(self.short_length))
+        _check(self.attn_implementation in ("eager", "sdpa"), "attn_implementation",
+               "must be 'eager' or 'sdpa' (got {!r})".format(self.attn_implementation))
+        if self.inputs is not None:
+            allowed = ("input_ids", "attention_mask", "token_type_ids")
+            for i, name in enumerate(self.inputs):
+                _check(name in allowed, "inputs[{}]".format(i),
+                       "must be one of {} (got {!r})".format(", ".join(allowed), name))
+            _check("input_ids" in self.inputs, "inputs", "must include input_ids")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Corpora and length buckets shared by calibrate, build, verify and bench."""
+
+    buckets: Tuple[int, ...] = DEFAULT_BUCKETS
+    calibration: Tuple[str, ...] = ()  # corpus files (txt / jsonl / csv / parquet)
+    eval: Tuple[str, ...] = ()  # labelled eval files
+    lexicon: Optional[str] = None  # slang lexicon for the coverage report
+    text_column: str = "text"
+    label_column: str = "label"
+
+    def __post_init__(self):
+        _check(len(self.buckets) > 0, "buckets", "must list at least one sequence length")
+        for i, b in enumerate(self.buckets):
+            _check(b >= 2, "buckets[{}]".format(i), "must be >= 2 (got {})".format(b))
+            if i:
+                _check(b > self.buckets[i - 1], "buckets[{}]".format(i),
+                       "must be > buckets[{}] (buckets ascend; got {} after {})".format(i - 1, b, self.buckets[i - 1]))
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One TensorRT optimization profile: min / opt / max shapes as [batch, sequence]."""
+
+    min: Tuple[int, int]
+    opt: Tuple[int, int]
+    max: Tuple[int, int]
+
+    def __post_init__(self):
+        for key in ("min", "opt", "max"):
+            shape = getattr(self, key)
+            _check(all(v >= 1 for v in shape), key, "every dimension must be >= 1 (got {})".format(list(shape)))
+        _check(all(o >= m for o, m in zip(self.opt, self.min)), "opt",
+               "must be >= min (got {} < {})".format(list(self.opt), list(self.min)))
+        _check(all(x >= o for x, o in zip(self.max, self.opt)), "max",
+               "must be >= opt (got {} < {})".format(list(self.max), list(self.opt)))
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`trtbuild build`: engine shapes and builder settings."""
+
+    max_batch: int = 64
+    profiles: Tuple[ProfileConfig, ...] = ()  # empty: one profile per data bucket
+    workspace_mib: int = 4096
+
+    def __post_init__(self):
+        _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
+        _check(self.workspace_mib >= 16, "workspace_mib", "must be >= 16 (got {})".format(self.workspace_mib))
+        for i, p in enumerate(self.profiles):
+            _check(p.max[0] <= self.max_batch, "profiles[{}].max".format(i),
+                   "batch {} exceeds build.max_batch {}".format(p.max[0], self.max_batch))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole model config (`configs/<model>.yaml`)."""
+
+    model: ModelConfig
+    export: ExportConfig = field(default_factory=ExportConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+
+    def __post_init__(self):
+        top = self.export.max_length
+        if top is not None:
+            for i, b in enumerate(self.data.buckets):
+                _check(b <= top, "data.buckets[{}]".format(i),
+                       "{} exceeds export.max_length {}".format(b, top))
+
+    @property
+    def workdir(self):
+        return self.model.resolved_workdir
+
+    def replace(self, **sections):
+        """A copy with some sections (or model fields, via `model=`) replaced."""
+        return dataclasses.replace(self, **sections)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic, typed dict -> dataclass conversion with key paths in every error.
+
+def _type_name(tp):
+    origin = typing.get_origin(tp)
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is tuple:
+        return "a list"
+    return str(tp)
+
+
+def _convert(tp, value, path):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        return _from_mapping(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, "must be a list (got {!r})".format(value))
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = [args[0]] * len(value)
+        else:
+            if len(value) != len(args):
+                raise ConfigError(path, "must be a list of {} values (got {})".format(len(args), len(value)))
+            item_types = list(args)
+        return tuple(_convert(t, v, "{}[{}]".format(path, i)) for i, (t, v) in enumerate(zip(item_types, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, "must be true or false (got {!r})".format(value))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, "must be an integer (got {!r})".format(value))
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, "must be a number (got {!r})".format(value))
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, "must be a string (got {!r})".format(value))
+        return value
+    raise TypeError("unsupported config type {!r} at {}".format(tp, path))  # a bug, not user input
+
+
+def _from_mapping(cls, data, path=""):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "must be a mapping of keys to values (got {!r})".format(data))
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(_join(path, str(key)), "unknown key (known: {})".format(", ".join(fields)))
+    kwargs = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(sub, "missing (this key is required)")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise e.under(path) from None
+
+
+def _join(path, key):
+    return "{}.{}".format(path, key) if path else key
+
+
+def config_from_dict(data):
+    """Validate a plain dict (as read from YAML) into a `Config`."""
+    return _from_mapping(Config, data)
+
+
+def load_config(path):
+    """Read and validate `configs/<model>.yaml`."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise TrtbuildError("config file {} not found; pass an existing YAML, e.g. configs/bert-base-zh.yaml".format(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = " line {}".format(mark.line + 1) if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TrtbuildError("config {}{}: not valid YAML ({})".format(path, where, problem)) from None
+    except UnicodeDecodeError:
+        raise TrtbuildError("config {} is not UTF-8 text".format(path)) from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(e.path, "{} (in {})".format(e.reason, path)) from None
+
+
+def default_config(name):
+    """The config used when no `--config` is given: defaults everywhere, named after the model."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+    return Config(model=ModelConfig(name=safe))
+
+
+def with_overrides(config, checkpoint=None, workdir=None):
+    """Command-line values win over the config's."""
+    changes: Dict[str, Any] = {}
+    if checkpoint is not None:
+        changes["checkpoint"] = str(checkpoint)
+    if workdir is not None:
+        changes["workdir"] = str(workdir)
+    if not changes:
+        return config
+    return config.replace(model=dataclasses.replace(config.model, **changes))
