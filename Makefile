@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-CONFIG ?= configs/bert-base-zh.yaml
+CONFIG ?= configs/zh-sentiment-e5-small.yaml
 
-.PHONY: install test test-gpu demo model clean help
+.PHONY: install test test-gpu demo model model-bert-base data clean help
 
 help:
 	@echo "make demo   - make the default model and run the pipeline on it (CPU; GPU steps when TensorRT is there)"
 	@echo "make test   - install everything into $(VENV) and run the CPU test suite"
-	@echo "make install, make model, make clean"
+	@echo "make install, make model (the default model), make model-bert-base, make data, make clean"
 
 # A virtual environment with exact pins; rebuilt only when the requirements change.
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
@@ -30,12 +30,22 @@ test: $(STAMP)
 test-gpu:
 	PYTHONPATH=$(CURDIR) trtpy -m pytest -m gpu tests
 
-# The embedded default model. Until the real sentiment model lands (issue 4) this is the
-# random-init BERT-base-Chinese shape: real vocabulary and size, meaningless accuracy.
+# The embedded default model (issue 4): built offline from packages, rebuilt only when its inputs change.
+DEFAULT_MODEL = models/zh-sentiment-e5-small
+$(DEFAULT_MODEL)/config.json: $(STAMP) calibration_data/MANIFEST.json trtbuild/defaultmodel.py trtbuild/e5convert.py
+	$(PY) -m trtbuild.defaultmodel $(DEFAULT_MODEL) --data calibration_data
+
+model: $(DEFAULT_MODEL)/config.json
+
+# The BERT-base-Chinese shape with random weights, for speed work (configs/bert-base-zh.yaml).
 models/bert-base-zh/config.json: $(STAMP) trtbuild/models.py
 	$(PY) -m trtbuild.models bert-base-zh models/bert-base-zh
 
-model: models/bert-base-zh/config.json
+model-bert-base: models/bert-base-zh/config.json
+
+# Regenerate calibration_data/ from the data packages (the result is committed; a test checks hashes).
+data: $(STAMP)
+	$(PY) -m trtbuild.seeddata calibration_data
 
 demo: model
 	$(PY) -m trtbuild.demo --config $(CONFIG)

@@ -39,6 +39,20 @@ def run_demo(config):
 
     start = time.perf_counter()
     summary = {"model": config.model.name, "workdir": config.workdir, "steps": {}}
+    if not config.model.checkpoint or not os.path.isfile(os.path.join(config.model.checkpoint, "config.json")):
+        raise TrtbuildError("the demo model {} is missing; run `make model` (or `make model-bert-base` for the "
+                            "BERT-base shape) first".format(config.model.checkpoint))
+    card = os.path.join(config.model.checkpoint, "trtbuild-model.json")
+    if os.path.isfile(card):
+        from trtbuild.artifacts import read_json
+
+        info = read_json(card)
+        summary["model_eval"] = info.get("eval", {})
+        _say("model: {} ({}; vocab {} of {}), made in {:.0f} s".format(
+            config.model.checkpoint, info.get("architecture"), info["tokenizer"]["vocab_trimmed"],
+            info["tokenizer"]["vocab_full"], info["seconds"]["total"]))
+        for name, ev in summary["model_eval"].items():
+            _say("  {} eval accuracy (PyTorch FP32): {:.1%} on {} texts".format(name, ev["accuracy"], ev["rows"]))
     record = _export_is_current(config)
     if record is not None:
         _say("export: up to date ({}, exported in {:.1f} s earlier)".format(
