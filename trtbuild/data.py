@@ -7,7 +7,7 @@ kind is one of slang / jargon / emoji / kaomoji; source names where the entry ca
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from trtbuild.errors import TrtbuildError
 
@@ -62,3 +62,207 @@ def load_lexicon(path, kinds=None):
     except UnicodeDecodeError as e:
         raise TrtbuildError("lexicon {} is not UTF-8 ({})".format(path, e.reason)) from None
     return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpora: txt (one text per line), jsonl / json, csv, parquet with a text column; loaded with
+# `datasets` from local files (never a hub). Non-UTF-8 lines are reported by line number and
+# skipped (default) or fail the load.
+
+CORPUS_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class Corpus:
+    """Texts (and labels when the file has the label column) from one or more files."""
+
+    texts: List[str]
+    labels: List[Optional[str]]
+    sources: List[str]  # the file each text came from
+    skipped_lines: Dict[str, List[int]]  # file -> 1-based line numbers of non-UTF-8 lines
+    empty: int = 0  # blank texts dropped
+
+    def __len__(self):
+        return len(self.texts)
+
+
+def _bad_utf8_lines(path):
+    bad = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(lineno)
+    return bad
+
+
+class _Columns:
+    """The little of a datasets.Dataset that load_corpus uses: column names and columns by name."""
+
+    def __init__(self, rows):
+        self.column_names = list(rows[0].keys()) if rows else []
+        self._rows = rows
+
+    def __getitem__(self, column):
+        return [r.get(column) for r in self._rows]
+
+
+def _load_plain(kind, path):
+    """Fallback reader where `datasets` is not installed (the GPU machine's Python): txt, jsonl, csv."""
+    import csv
+    import json
+
+    with open(path, encoding="utf-8", newline="") as f:
+        if kind == "text":
+            return _Columns([{"text": line.rstrip("\r\n")} for line in f])
+        if kind == "json":
+            rows = []
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as e:
+                        raise TrtbuildError("corpus {} line {}: not JSON ({})".format(path, lineno, e)) from None
+            return _Columns(rows)
+        if kind == "csv":
+            return _Columns(list(csv.DictReader(f)))
+    raise TrtbuildError("corpus {}: reading {} needs the datasets package; pip install datasets".format(path, kind))
+
+
+def _load_with_datasets(kind, path, tmpdir):
+    try:
+        import datasets
+    except ImportError:
+        return _load_plain(kind, path)
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(kind, data_files=path, split="train", cache_dir=tmpdir, keep_in_memory=True)
+    except Exception as e:  # datasets wraps parser errors in several types; the first line says enough
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrtbuildError("corpus {}: could not be read as {} ({})".format(path, kind, first)) from None
+    return ds
+
+
+def load_corpus(paths, text_column="text", label_column="label", max_texts=None, on_bad_utf8="skip"):
+    """Load texts from files. Raises TrtbuildError (one line) for missing files, unknown formats, a file
+    without the text column, non-UTF-8 lines when on_bad_utf8="fail", or an empty result."""
+    import tempfile
+
+    if on_bad_utf8 not in ("skip", "fail"):
+        raise ValueError("on_bad_utf8 must be 'skip' or 'fail'")
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise TrtbuildError("no corpus given; pass --corpus FILE (txt, jsonl, csv or parquet) or set data.calibration")
+    texts, labels, sources, skipped = [], [], [], {}
+    empty = 0
+    with tempfile.TemporaryDirectory(prefix="trtbuild-data-") as tmpdir:
+        for path in paths:
+            if not os.path.isfile(path):
+                raise TrtbuildError("corpus {} not found".format(path))
+            ext = os.path.splitext(path)[1].lower()
+            kind = CORPUS_FORMATS.get(ext)
+            if kind is None:
+                raise TrtbuildError("corpus {}: unknown format {!r}; use .txt, .jsonl, .csv or .parquet".format(
+                    path, ext or "(no extension)"))
+            source = path
+            if kind != "parquet":
+                bad = _bad_utf8_lines(path)
+                if bad:
+                    shown = ", ".join(str(n) for n in bad[:10]) + (" …" if len(bad) > 10 else "")
+                    if on_bad_utf8 == "fail":
+                        raise TrtbuildError("corpus {}: {} line(s) are not UTF-8 (line {}); fix the file or pass "
+                                            "--on-bad-utf8 skip".format(path, len(bad), shown))
+                    skipped[path] = bad
+                    cleaned = os.path.join(tmpdir, "clean" + ext)
+                    badset = set(bad)
+                    with open(path, "rb") as src, open(cleaned, "wb") as dst:
+                        for lineno, raw in enumerate(src, start=1):
+                            if lineno not in badset:
+                                dst.write(raw)
+                    source = cleaned
+            ds = _load_with_datasets(kind, source, tmpdir)
+            column = "text" if kind == "text" else text_column
+            if column not in ds.column_names:
+                raise TrtbuildError("corpus {} has no text column {!r} (columns: {}); pass --text-column".format(
+                    path, column, ", ".join(ds.column_names) or "none"))
+            has_labels = kind != "text" and label_column in ds.column_names
+            col_texts = ds[column]
+            col_labels = ds[label_column] if has_labels else [None] * len(col_texts)
+            for text, label in zip(col_texts, col_labels):
+                if text is None or not str(text).strip():
+                    empty += 1
+                    continue
+                texts.append(str(text).strip())
+                labels.append(None if label is None else str(label))
+                sources.append(path)
+                if max_texts is not None and len(texts) >= max_texts:
+                    break
+            if max_texts is not None and len(texts) >= max_texts:
+                break
+    if not texts:
+        raise TrtbuildError("corpus {} holds no texts; give a file with at least one non-empty text".format(
+            ", ".join(paths)))
+    return Corpus(texts=texts, labels=labels, sources=sources, skipped_lines=skipped, empty=empty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization into length buckets.
+
+@dataclass
+class Batch:
+    """One padded batch of one bucket: int64 arrays per model input, and the rows it holds."""
+
+    bucket: int
+    inputs: Dict[str, "object"]
+    rows: List[int]
+
+
+@dataclass
+class Tokenized:
+    lengths: List[int]  # tokens per text incl. specials, before truncation
+    truncated: int  # texts longer than the largest bucket (cut to it)
+    buckets: Dict[int, List[int]]  # bucket -> row indices
+    ids: List[List[int]]  # token ids per text, truncated
+
+    def batches(self, input_names, batch_size, pad_id=0):
+        """Batches per bucket in row order: padded to the bucket length (the shapes engines are built for)."""
+        import numpy as np
+
+        for bucket in sorted(self.buckets):
+            rows = self.buckets[bucket]
+            for i in range(0, len(rows), batch_size):
+                chunk = rows[i:i + batch_size]
+                ids = np.full((len(chunk), bucket), pad_id, dtype=np.int64)
+                mask = np.zeros((len(chunk), bucket), dtype=np.int64)
+                for r, row in enumerate(chunk):
+                    seq = self.ids[row]
+                    ids[r, :len(seq)] = seq
+                    mask[r, :len(seq)] = 1
+                feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+                yield Batch(bucket=bucket, inputs={n: feeds[n] for n in input_names}, rows=chunk)
+
+
+def tokenize_into_buckets(tokenizer, texts, buckets):
+    """Tokenize (with specials), truncate to the largest bucket, assign each text the smallest bucket that fits."""
+    buckets = sorted(buckets)
+    top = buckets[-1]
+    out_ids, lengths, by_bucket = [], [], {b: [] for b in buckets}
+    truncated = 0
+    for start in range(0, len(texts), 512):
+        enc = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)["input_ids"]
+        for seq in enc:
+            lengths.append(len(seq))
+            if len(seq) > top:
+                truncated += 1
+                seq = seq[:top - 1] + seq[-1:]  # keep the closing special token
+            row = len(out_ids)
+            out_ids.append(list(seq))
+            for b in buckets:
+                if len(seq) <= b:
+                    by_bucket[b].append(row)
+                    break
+    return Tokenized(lengths=lengths, truncated=truncated, buckets={b: r for b, r in by_bucket.items() if r},
+                     ids=out_ids)
