@@ -1,0 +1,111 @@
+"""GPU suite: real TensorRT builds of an exported tiny BERT, run on the device with the staged TensorRT:
+
+    /opt/torch/.venv/bin/python -m trtbuild export CKPT -o $W ... && ... calibrate $W ...
+    TRTBUILD_GPU_WORKDIR=$W PYTHONPATH=$PWD trtpy -m pytest -m gpu tests
+
+(export and calibrate need torch/transformers, which the TensorRT Python lacks, so the work
+directory is prepared first; see README "Where things run").
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+WORKDIR = os.environ.get("TRTBUILD_GPU_WORKDIR")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not WORKDIR or not os.path.isfile(os.path.join(WORKDIR, "model.qdq.onnx")):
+        pytest.skip("set TRTBUILD_GPU_WORKDIR to an exported + calibrated work directory")
+    from trtbuild.build import build_engines
+    from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
+
+    work = str(tmp_path_factory.mktemp("gpu") / "work")
+    shutil.copytree(WORKDIR, work, ignore=shutil.ignore_patterns("engines"))
+    config = with_overrides(default_config("gpu"), workdir=work).replace(
+        data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024))
+    results = build_engines(config, int8=True)
+    return config, work, results
+
+
+def feeds(batch, seq, inputs, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 200, size=(batch, seq)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1:, seq // 2:] = 0
+    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return {n: out[n] for n in inputs}
+
+
+def test_engines_and_manifest(built):
+    config, work, results = built
+    assert [r.precision for r in results] == ["fp16", "int8"]
+    arch = os.path.dirname(results[0].engine)
+    assert os.path.basename(arch).startswith("sm") and "-trt" in os.path.basename(arch)
+    manifest = json.load(open(os.path.join(arch, "manifest.json")))
+    for name in ("fp16.engine", "int8.engine"):
+        entry = manifest["engines"][name]
+        assert entry["engine_bytes"] == os.path.getsize(os.path.join(arch, name))
+        assert len(entry["profiles"]) == 3 and entry["profiles"][2]["max"] == [8, 64]
+        assert entry["gpu"] and entry["compute_capability"] and entry["tensorrt"]
+    assert manifest["engines"]["int8.engine"]["layers"].get("int8", 0) > 0
+    assert "scales" in manifest["engines"]["int8.engine"]["sha256"]
+
+
+def test_engine_logits_match_ort_on_every_profile(built):
+    from trtbuild.runners import OrtRunner, TrtRunner
+
+    config, work, results = built
+    ort = OrtRunner(os.path.join(work, "model.onnx"))
+    for r, tol in zip(results, (0.02, 0.25)):
+        with TrtRunner(r.engine) as trt_runner:
+            for batch, seq in ((1, 16), (8, 16), (3, 32), (8, 64), (2, 40)):
+                f = feeds(batch, seq, ort.input_names, seed=batch * seq)
+                got, ref = trt_runner.infer(f), ort.infer(f)
+                assert got.shape == ref.shape
+                assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq)
+
+
+def test_warm_rebuild_uses_timing_cache(built):
+    from trtbuild.build import build_engine
+
+    config, work, results = built
+    again = build_engine(config, "fp16")
+    assert again.timing_cache_warm and not results[0].timing_cache_warm
+
+
+def test_mismatched_manifest_and_truncated_engine_refused(built, tmp_path):
+    from trtbuild.build import EngineMismatchError
+    from trtbuild.runners import TrtRunner
+
+    config, work, results = built
+    arch = os.path.dirname(results[0].engine)
+    copy = str(tmp_path / os.path.basename(arch))
+    shutil.copytree(arch, copy)
+    manifest_path = os.path.join(copy, "manifest.json")
+    manifest = json.load(open(manifest_path))
+    manifest["engines"]["fp16.engine"]["compute_capability"] = "8.0"
+    json.dump(manifest, open(manifest_path, "w"))
+    with pytest.raises(EngineMismatchError, match="built for compute capability 8.0"):
+        TrtRunner(os.path.join(copy, "fp16.engine"))
+    with open(os.path.join(copy, "int8.engine"), "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(EngineMismatchError, match="corrupt or truncated"):
+        TrtRunner(os.path.join(copy, "int8.engine"))
+
+
+def test_inspect_engine(built):
+    from trtbuild.build import inspect_artifact
+
+    config, work, results = built
+    info = inspect_artifact(results[1].engine)
+    assert info["profiles"] == 3
+    inputs = [t for t in info["tensors"] if t["mode"] == "INPUT"]
+    assert inputs and all(len(t["profiles"]) == 3 for t in inputs)
+    assert info["layers"].get("int8", 0) > 0

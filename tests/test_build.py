@@ -1,0 +1,152 @@
+"""Build logic that needs no GPU: profiles, the TensorRT version path, manifest checks."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from trtbuild.build import (
+    EngineMismatchError,
+    ProfileSpec,
+    bucket_profiles,
+    build_path,
+    check_engine,
+    config_profiles,
+    pick_profile,
+    profiles_from_lengths,
+)
+from trtbuild.config import config_from_dict
+from trtbuild.errors import NoGpuError, TrtbuildError
+
+
+def test_one_profile_per_bucket():
+    profiles = bucket_profiles([32, 64, 128, 256], max_batch=64)
+    assert [p.to_dict() for p in profiles] == [
+        {"min": [1, 1], "opt": [64, 32], "max": [64, 32]},
+        {"min": [1, 33], "opt": [64, 64], "max": [64, 64]},
+        {"min": [1, 65], "opt": [64, 128], "max": [64, 128]},
+        {"min": [1, 129], "opt": [64, 256], "max": [64, 256]},
+    ]
+    assert bucket_profiles([32], max_batch=64, opt_batch=8)[0].opt == (8, 32)
+
+
+def test_config_profiles_explicit_or_from_buckets():
+    config = config_from_dict({"model": {"name": "m"}, "build": {"max_batch": 16, "opt_batch": 8}})
+    assert [p.max for p in config_profiles(config, max_length=128)] == [(16, 32), (16, 64), (16, 128)]
+    config = config_from_dict({"model": {"name": "m"}, "build": {"profiles": [
+        {"min": [1, 1], "opt": [8, 48], "max": [32, 64]}]}})
+    assert config_profiles(config, max_length=256) == [ProfileSpec((1, 1), (8, 48), (32, 64))]
+
+
+def test_pick_profile():
+    profiles = bucket_profiles([32, 64, 128], max_batch=64)
+    assert pick_profile(profiles, 1, 8) == 0
+    assert pick_profile(profiles, 64, 32) == 0
+    assert pick_profile(profiles, 3, 33) == 1
+    assert pick_profile(profiles, 8, 128) == 2
+    assert pick_profile(profiles, 65, 32) is None
+    assert pick_profile(profiles, 1, 129) is None
+
+
+def test_profiles_from_corpus_lengths():
+    lengths = list(range(10, 110))  # 10..109 tokens
+    edges, profiles = profiles_from_lengths(lengths, max_length=128, max_batch=32)
+    assert edges == [64, 96, 112]  # quantiles 0.5, 0.8, 0.95 (and 1.0), rounded up to multiples of 8
+    assert [p.max for p in profiles] == [(32, 64), (32, 96), (32, 112)]
+    assert profiles_from_lengths(lengths, max_length=96, max_batch=32)[0] == [64, 96]  # capped
+    with pytest.raises(TrtbuildError, match="no lengths"):
+        profiles_from_lengths([], 128, 8)
+
+
+@pytest.mark.parametrize("version, precision, onnx, flags, typed, cast", [
+    ("8.6.0", "fp16", "model.onnx", ("FP16",), False, False),
+    ("8.6.0", "int8", "model.qdq.onnx", ("FP16", "INT8"), False, False),
+    ("10.13.2", "int8", "model.qdq.onnx", ("FP16", "INT8"), False, False),
+    ("11.0.0", "fp16", "model.onnx", (), True, True),
+    ("11.1.0", "int8", "model.qdq.onnx", (), True, True),
+])
+def test_build_path_by_tensorrt_version(version, precision, onnx, flags, typed, cast):
+    path = build_path(version, precision)
+    assert (path.onnx, path.flags, path.strongly_typed, path.cast_fp16) == (onnx, flags, typed, cast)
+
+
+def test_build_path_rejects_unknown_precision():
+    with pytest.raises(TrtbuildError, match="unknown precision 'int4'"):
+        build_path("8.6.0", "int4")
+
+
+@pytest.fixture
+def fake_engine(tmp_path):
+    """An engine file and its manifest entry, as build writes them."""
+    d = tmp_path / "engines" / "sm90-trt8.6.0"
+    d.mkdir(parents=True)
+    data = b"not a real engine, but bytes with a hash" * 10
+    (d / "fp16.engine").write_bytes(data)
+    manifest = {"engines": {"fp16.engine": {
+        "precision": "fp16", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "8.6.0",
+        "engine_bytes": len(data), "sha256": {"engine": hashlib.sha256(data).hexdigest()},
+        "profiles": [{"min": [1, 1], "opt": [64, 32], "max": [64, 32]}]}}}
+    (d / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return str(d / "fp16.engine")
+
+
+H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def test_manifest_accepts_a_matching_engine(fake_engine):
+    assert check_engine(fake_engine, H100, "8.6.0")["precision"] == "fp16"
+
+
+def test_manifest_refuses_another_gpu(fake_engine):
+    with pytest.raises(EngineMismatchError) as info:
+        check_engine(fake_engine, {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"}, "8.6.0")
+    assert str(info.value) == ("engine {} was built for compute capability 9.0 (NVIDIA H100 80GB HBM3), this GPU is "
+                               "8.0 (NVIDIA A100-SXM4-40GB); rebuild it on this machine: trtbuild build WORKDIR"
+                               .format(fake_engine))
+
+
+def test_manifest_refuses_another_tensorrt(fake_engine):
+    with pytest.raises(EngineMismatchError, match="built with TensorRT 8.6.0, this is TensorRT 10.13.2"):
+        check_engine(fake_engine, H100, "10.13.2")
+
+
+def test_truncated_or_corrupt_engine_refused(fake_engine):
+    with open(fake_engine, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(EngineMismatchError, match="is corrupt or truncated \\(100 bytes, manifest says 400\\)"):
+        check_engine(fake_engine, H100, "8.6.0")
+
+
+def test_edited_manifest_refused(fake_engine):
+    path = os.path.join(os.path.dirname(fake_engine), "manifest.json")
+    manifest = json.load(open(path))
+    manifest["engines"]["fp16.engine"]["compute_capability"] = "8.6"
+    json.dump(manifest, open(path, "w"))
+    with pytest.raises(EngineMismatchError, match="built for compute capability 8.6"):
+        check_engine(fake_engine, H100, "8.6.0")
+
+
+def test_engine_without_manifest_entry(fake_engine, tmp_path):
+    other = os.path.join(os.path.dirname(fake_engine), "int8.engine")
+    open(other, "wb").write(b"x")
+    with pytest.raises(EngineMismatchError, match="has no entry in .*manifest.json; rebuild it on this machine: "
+                                                  "trtbuild build WORKDIR --int8"):
+        check_engine(other, H100, "8.6.0")
+
+
+def test_build_without_tensorrt_exits_3(tiny_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from trtbuild.cli import cli
+
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    work = str(tmp_path / "w")
+    assert CliRunner().invoke(cli, ["export", tiny_checkpoint, "-o", work]).exit_code == 0
+    result = CliRunner().invoke(cli, ["build", work])
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: TensorRT is not installed here; run build on the GPU machine")

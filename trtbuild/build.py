@@ -1,0 +1,423 @@
+"""`trtbuild build [--int8]`: FP16 / INT8 TensorRT engines per GPU architecture, through Polygraphy.
+
+The only TensorRT builder code in trtbuild. TensorRT and Polygraphy are imported inside functions;
+without them `build` exits 3.
+
+- FP16 engine from the exported `model.onnx`; INT8 engine from `model.qdq.onnx` (explicit Q/DQ,
+  FP16 allowed for the unquantized parts). No implicit calibrator: TensorRT 11 has none, and
+  TensorRT 8.6's crashes on the H100 here.
+- One optimization profile per length bucket (`build.profiles`, or derived from `data.buckets` and
+  `build.max_batch`, or from a corpus's length histogram with `--profiles-from`).
+- Output per architecture: `engines/sm<major><minor>-trt<version>/{fp16,int8}.engine`,
+  `manifest.json` and `timing.cache` (reused on rebuild: cold vs warm build seconds are recorded).
+- Version paths (`build_path`): TensorRT <= 10 sets builder flags (FP16, INT8); TensorRT >= 11 has
+  neither flag nor implicit INT8 and builds a strongly typed network from an FP16-cast ONNX (FP16)
+  or the Q/DQ ONNX (INT8). Only the <= 10 path has run here (TensorRT 8.6 on an H100).
+"""
+
+import ctypes
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from trtbuild import __version__
+from trtbuild.artifacts import WorkDir, atomic_path, atomic_write_json, read_json, sha256_file
+from trtbuild.errors import NoGpuError, TrtbuildError
+
+PRECISIONS = ("fp16", "int8")
+MANIFEST = "manifest.json"
+TIMING_CACHE = "timing.cache"
+
+
+class EngineMismatchError(TrtbuildError):
+    """An engine does not fit the live GPU / TensorRT, or its bytes are not what the manifest says."""
+
+
+def _noop(msg):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """min / opt / max as (batch, sequence)."""
+
+    min: Tuple[int, int]
+    opt: Tuple[int, int]
+    max: Tuple[int, int]
+
+    def to_dict(self):
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def bucket_profiles(buckets, max_batch, opt_batch=None):
+    """One profile per bucket: sequences (previous bucket, bucket], batch 1..max_batch, opt at the
+    bucket's length (the runner pads a batch to its bucket) and `opt_batch` (default max_batch)."""
+    opt_batch = min(opt_batch or max_batch, max_batch)
+    out, low = [], 1
+    for b in sorted(buckets):
+        out.append(ProfileSpec(min=(1, low), opt=(opt_batch, b), max=(max_batch, b)))
+        low = b + 1
+    return out
+
+
+def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0.95, 1.0), multiple=8):
+    """Buckets from a corpus's token-length histogram: upper edges at the given quantiles, rounded up
+    to a multiple of 8 and capped at max_length; then one profile per bucket."""
+    import numpy as np
+
+    if not lengths:
+        raise TrtbuildError("no lengths to derive profiles from; pass a non-empty corpus to --profiles-from")
+    arr = np.minimum(np.asarray(lengths), max_length)
+    edges = []
+    for q in quantiles:
+        edge = int(np.ceil(np.quantile(arr, q) / multiple) * multiple)
+        edge = max(multiple, min(edge, max_length))
+        if not edges or edge > edges[-1]:
+            edges.append(edge)
+    return edges, bucket_profiles(edges, max_batch)
+
+
+def config_profiles(config, max_length):
+    if config.build.profiles:
+        return [ProfileSpec(min=tuple(p.min), opt=tuple(p.opt), max=tuple(p.max)) for p in config.build.profiles]
+    buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
+    return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch)
+
+
+def pick_profile(profiles, batch, sequence):
+    """Index of the first profile whose [min, max] holds (batch, sequence), or None."""
+    for i, p in enumerate(profiles):
+        if p.min[0] <= batch <= p.max[0] and p.min[1] <= sequence <= p.max[1]:
+            return i
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT version paths
+
+@dataclass(frozen=True)
+class BuildPath:
+    """How to build one precision with one TensorRT version."""
+
+    precision: str
+    onnx: str  # which ONNX of the work directory: model.onnx, model.qdq.onnx (or an FP16-cast variant)
+    flags: Tuple[str, ...]  # builder flags to set (names of trt.BuilderFlag)
+    strongly_typed: bool
+    cast_fp16: bool  # the ONNX must be cast to FP16 first (strongly typed FP16)
+
+
+def build_path(trt_version, precision):
+    """The build recipe for a TensorRT version string (e.g. "8.6.0", "10.13.0", "11.0.0")."""
+    if precision not in PRECISIONS:
+        raise TrtbuildError("unknown precision {!r}; use fp16 or int8".format(precision))
+    major = int(str(trt_version).split(".")[0])
+    if major >= 11:  # no FP16/INT8 builder flags, no implicit INT8: types come from the network
+        if precision == "fp16":
+            return BuildPath("fp16", "model.onnx", (), True, True)
+        return BuildPath("int8", "model.qdq.onnx", (), True, True)
+    if precision == "fp16":
+        return BuildPath("fp16", "model.onnx", ("FP16",), False, False)
+    return BuildPath("int8", "model.qdq.onnx", ("FP16", "INT8"), False, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The live GPU
+
+def _cudart():
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def gpu_info(device=0):
+    """Name, compute capability, driver and CUDA runtime versions of the live GPU (NoGpuError if none)."""
+    info = {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader",
+                              "-i", str(device)], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            name, cc, driver = [x.strip() for x in out.stdout.strip().splitlines()[0].split(",")]
+            info.update(name=name, compute_capability=cc, driver=driver)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    lib = _cudart()
+    if lib is not None:
+        value = ctypes.c_int()
+        if "compute_capability" not in info:
+            major, minor = ctypes.c_int(), ctypes.c_int()
+            if (lib.cudaDeviceGetAttribute(ctypes.byref(major), 75, device) == 0
+                    and lib.cudaDeviceGetAttribute(ctypes.byref(minor), 76, device) == 0):
+                info["compute_capability"] = "{}.{}".format(major.value, minor.value)
+        if lib.cudaRuntimeGetVersion(ctypes.byref(value)) == 0:
+            info["cuda_runtime"] = "{}.{}".format(value.value // 1000, (value.value % 1000) // 10)
+    if "compute_capability" not in info:
+        raise NoGpuError("no CUDA GPU found (nvidia-smi and libcudart found none); build and engine runs need "
+                         "the GPU machine")
+    info.setdefault("name", "unknown GPU")
+    return info
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise NoGpuError("TensorRT is not installed here; run build on the GPU machine with TensorRT staged "
+                         "(README: `PYTHONPATH=$PWD trtpy -m trtbuild build ...`)") from None
+    return trt
+
+
+def arch_dir(workdir, compute_capability, trt_version):
+    return WorkDir(workdir).path("engines", "sm{}-trt{}".format(compute_capability.replace(".", ""), trt_version))
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest: written at build, checked before every deserialization
+
+def read_manifest(directory):
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        return {"engines": {}}
+    return read_json(path)
+
+
+def check_engine(engine_path, live_gpu=None, trt_version=None):
+    """Refuse an engine that is not what its manifest says or not for this GPU / TensorRT.
+
+    Returns the manifest entry. Messages say what to rebuild."""
+    directory = os.path.dirname(os.path.abspath(engine_path))
+    name = os.path.basename(engine_path)
+    rebuild = "rebuild it on this machine: trtbuild build WORKDIR{}".format(" --int8" if name.startswith("int8") else "")
+    if not os.path.isfile(engine_path):
+        raise EngineMismatchError("engine {} not found; {}".format(engine_path, rebuild))
+    entry = read_manifest(directory).get("engines", {}).get(name)
+    if entry is None:
+        raise EngineMismatchError("engine {} has no entry in {}; {}".format(
+            engine_path, os.path.join(directory, MANIFEST), rebuild))
+    size = os.path.getsize(engine_path)
+    if size != entry.get("engine_bytes") or sha256_file(engine_path) != entry.get("sha256", {}).get("engine"):
+        raise EngineMismatchError("engine {} is corrupt or truncated ({} bytes, manifest says {}); {}".format(
+            engine_path, size, entry.get("engine_bytes"), rebuild))
+    if live_gpu is not None and entry.get("compute_capability") != live_gpu.get("compute_capability"):
+        raise EngineMismatchError("engine {} was built for compute capability {} ({}), this GPU is {} ({}); "
+                                  "{}".format(engine_path, entry.get("compute_capability"), entry.get("gpu"),
+                                              live_gpu.get("compute_capability"), live_gpu.get("name"), rebuild))
+    if trt_version is not None and entry.get("tensorrt") != trt_version:
+        raise EngineMismatchError("engine {} was built with TensorRT {}, this is TensorRT {}; {}".format(
+            engine_path, entry.get("tensorrt"), trt_version, rebuild))
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+@dataclass
+class BuildResult:
+    engine: str
+    precision: str
+    gpu: str
+    compute_capability: str
+    tensorrt: str
+    profiles: List[dict]
+    build_seconds: float
+    timing_cache_warm: bool
+    engine_bytes: int
+    onnx: str
+    manifest: str
+    layers: Dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _trt_logger(trt, verbose=False):
+    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.ERROR)
+
+
+def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbose=False):
+    """Build one engine for the live GPU; returns a BuildResult and updates the manifest."""
+    from trtbuild.calibrate import check_export
+
+    wd = WorkDir(config.workdir)
+    record = check_export(wd.root)
+    trt = import_tensorrt()
+    gpu = gpu_info()
+    path = build_path(trt.__version__, precision)
+    onnx_path = wd.path(path.onnx)
+    if precision == "int8" and not os.path.isfile(onnx_path):
+        raise TrtbuildError("{} has no {}; run `trtbuild calibrate {}` first".format(wd.root, path.onnx, wd.root))
+    if path.cast_fp16:
+        raise TrtbuildError("TensorRT {} builds strongly typed networks only; the FP16-cast ONNX it needs is "
+                            "not implemented yet (tested path: TensorRT <= 10)".format(trt.__version__))
+    profiles = profiles or config_profiles(config, record["max_length"])
+    out_dir = arch_dir(wd.root, gpu["compute_capability"], trt.__version__)
+    os.makedirs(out_dir, exist_ok=True)
+    cache_path = os.path.join(out_dir, TIMING_CACHE)
+    warm = os.path.isfile(cache_path)
+
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    progress("building {} engine for {} (sm {}, TensorRT {}) from {}, {} profile(s), timing cache {}".format(
+        precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, path.onnx, len(profiles),
+        "warm" if warm else "cold"))
+    trt_profiles = []
+    for p in profiles:
+        prof = Profile()
+        for name in record["inputs"]:
+            prof.add(name, min=p.min, opt=p.opt, max=p.max)
+        trt_profiles.append(prof)
+    create = CreateConfig(
+        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles,
+        load_timing_cache=cache_path if warm else None,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
+        builder_optimization_level=config.build.optimization_level,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+    network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
+    start = time.perf_counter()
+    with atomic_path(cache_path) as tmp_cache:
+        if warm:
+            with open(cache_path, "rb") as src, open(tmp_cache, "wb") as dst:
+                dst.write(src.read())
+        engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
+    seconds = time.perf_counter() - start
+    if engine_bytes is None:
+        raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(precision))
+    data = bytes(engine_bytes)
+    engine_path = os.path.join(out_dir, "{}.engine".format(precision))
+    with atomic_path(engine_path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    layers = layer_precisions(trt, data)
+    entry = {
+        "precision": precision, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
+        "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
+        "trtbuild": __version__, "onnx": path.onnx, "inputs": record["inputs"],
+        "profiles": [p.to_dict() for p in profiles], "build_seconds": round(seconds, 2), "timing_cache_warm": warm,
+        "engine_bytes": len(data), "layers": layers,
+        "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
+                    "workspace_mib": config.build.workspace_mib,
+                    "optimization_level": config.build.optimization_level},
+        "sha256": {"onnx": sha256_file(onnx_path), "engine": _sha256_bytes(data)},
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if precision == "int8" and os.path.isfile(wd.path("scales.json")):
+        entry["sha256"]["scales"] = sha256_file(wd.path("scales.json"))
+    manifest = read_manifest(out_dir)
+    manifest.setdefault("engines", {})["{}.engine".format(precision)] = entry
+    manifest["architecture"] = os.path.basename(out_dir)
+    manifest_path = os.path.join(out_dir, MANIFEST)
+    atomic_write_json(manifest_path, manifest)
+    progress("built {} ({:.1f} MiB) in {:.1f} s".format(engine_path, len(data) / (1 << 20), seconds))
+    return BuildResult(engine=engine_path, precision=precision, gpu=gpu["name"],
+                       compute_capability=gpu["compute_capability"], tensorrt=trt.__version__,
+                       profiles=[p.to_dict() for p in profiles], build_seconds=round(seconds, 2),
+                       timing_cache_warm=warm, engine_bytes=len(data), onnx=onnx_path, manifest=manifest_path,
+                       layers=layers)
+
+
+def _sha256_bytes(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def layer_precisions(trt, engine_bytes):
+    """Layer count per precision from the engine inspector (TensorRT >= 8.2), {} where unavailable."""
+    import json
+
+    try:
+        runtime = trt.Runtime(_trt_logger(trt))
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        inspector = engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except Exception:  # the inspector is a diagnostic; its absence must not fail a build
+        return {}
+    counts = {}
+    for layer in info.get("Layers", []):
+        if not isinstance(layer, dict):
+            continue
+        precision = _layer_precision(layer)
+        counts[precision] = counts.get(precision, 0) + 1
+    return counts
+
+
+def _layer_precision(layer):
+    for key in ("Outputs", "Inputs"):
+        for t in layer.get(key, []) or []:
+            fmt = str(t.get("Format/Datatype", ""))
+            for name, tag in (("Int8", "int8"), ("INT8", "int8"), ("Half", "fp16"), ("FP16", "fp16"),
+                              ("Float", "fp32"), ("FP32", "fp32"), ("Int32", "int32"), ("INT32", "int32")):
+                if name in fmt:
+                    return tag
+    return "other"
+
+
+def build_engines(config, int8=False, profiles=None, progress=_noop, verbose=False):
+    """FP16 always; INT8 too with `int8`."""
+    results = [build_engine(config, "fp16", profiles, progress, verbose)]
+    if int8:
+        results.append(build_engine(config, "int8", profiles, progress, verbose))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect
+
+def inspect_artifact(path):
+    """What is in an ONNX or an engine: inputs, profiles, precision mix, size."""
+    if not os.path.isfile(path):
+        raise TrtbuildError("{} not found; pass an .onnx or a trtbuild .engine".format(path))
+    ext = os.path.splitext(path)[1].lower()
+    info = {"path": path, "bytes": os.path.getsize(path)}
+    if ext == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(path, load_external_data=False)
+        except Exception as e:  # protobuf raises DecodeError and friends
+            raise TrtbuildError("{} is not a readable ONNX file ({})".format(path, str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
+        ops = {}
+        for n in model.graph.node:
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        info.update(kind="onnx", opset=max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+                    inputs=[{"name": i.name, "dims": [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim],
+                             "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type)} for i in model.graph.input],
+                    outputs=[o.name for o in model.graph.output], nodes=len(model.graph.node), ops=dict(sorted(ops.items())),
+                    qdq_pairs=ops.get("QuantizeLinear", 0))
+        return info
+    if ext not in (".engine", ".plan", ".trt"):
+        raise TrtbuildError("{}: unknown kind {!r}; pass an .onnx or a trtbuild .engine".format(path, ext))
+    directory = os.path.dirname(os.path.abspath(path))
+    entry = read_manifest(directory).get("engines", {}).get(os.path.basename(path))
+    info.update(kind="engine", manifest=entry)
+    try:
+        trt = import_tensorrt()
+    except NoGpuError:
+        info["note"] = "TensorRT not installed: manifest only"
+        return info
+    runtime = trt.Runtime(_trt_logger(trt))
+    with open(path, "rb") as f:
+        engine = runtime.deserialize_cuda_engine(f.read())
+    if engine is None:
+        raise EngineMismatchError("{} could not be deserialized by TensorRT {} (corrupt, or built by another "
+                                  "version); rebuild it with trtbuild build".format(path, trt.__version__))
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        t = {"name": name, "mode": str(engine.get_tensor_mode(name)).split(".")[-1],
+             "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1], "shape": list(engine.get_tensor_shape(name))}
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            t["profiles"] = [[list(s) for s in engine.get_tensor_profile_shape(name, p)]
+                             for p in range(engine.num_optimization_profiles)]
+        tensors.append(t)
+    with open(path, "rb") as f:
+        layers = layer_precisions(trt, f.read())
+    info.update(tensors=tensors, profiles=engine.num_optimization_profiles, layers=layers, tensorrt=trt.__version__)
+    return info

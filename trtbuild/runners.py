@@ -1,0 +1,100 @@
+"""Runners with one interface: `infer(feeds) -> logits` (numpy), `close()`, usable as context managers.
+
+- OrtRunner: any ONNX (FP32 export, Q/DQ) in ONNX Runtime on the CPU.
+- TrtRunner: a trtbuild engine, checked against its manifest and the live GPU before it is
+  deserialized; picks the optimization profile that fits each batch (Polygraphy's TrtRunner).
+"""
+
+import os
+
+import numpy as np
+
+from trtbuild.errors import TrtbuildError
+
+
+def runner_for(path, **kwargs):
+    """OrtRunner for .onnx, TrtRunner for .engine / .plan."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".onnx":
+        return OrtRunner(path, **kwargs)
+    if ext in (".engine", ".plan", ".trt"):
+        return TrtRunner(path, **kwargs)
+    raise TrtbuildError("candidate {}: unknown kind {!r}; pass an .onnx or a trtbuild .engine".format(path, ext))
+
+
+class OrtRunner:
+    def __init__(self, path, threads=None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.path = path
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def infer(self, feeds):
+        return self.session.run(["logits"], {n: feeds[n] for n in self.input_names})[0]
+
+    def close(self):
+        self.session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TrtRunner:
+    def __init__(self, path, check=True):
+        from trtbuild.build import ProfileSpec, check_engine, gpu_info, import_tensorrt, pick_profile
+
+        trt = import_tensorrt()
+        entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
+        from polygraphy.backend.trt import EngineFromBytes
+        from polygraphy.backend.trt import TrtRunner as _PolyRunner
+
+        with open(path, "rb") as f:
+            engine = EngineFromBytes(f.read())()
+        if engine is None:
+            raise TrtbuildError("engine {} could not be deserialized; rebuild it with trtbuild build".format(path))
+        self.path = path
+        self.entry = entry
+        self.engine = engine
+        self._pick = pick_profile
+        self.profiles = [ProfileSpec(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+                         for p in entry.get("profiles", [])]
+        self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+                            if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
+        self.runner = _PolyRunner(engine)
+        self.runner.activate()
+        self.profile = 0
+
+    def infer(self, feeds):
+        batch, seq = feeds[self.input_names[0]].shape
+        if self.profiles:
+            index = self._pick(self.profiles, batch, seq)
+            if index is None:
+                raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles ({}); rebuild with "
+                                    "matching build.profiles".format(batch, seq, ", ".join(
+                                        "{}..{}".format(p.min, p.max) for p in self.profiles)))
+            if index != self.profile:
+                self.runner.set_profile(index)
+                self.profile = index
+        inputs = {n: np.ascontiguousarray(feeds[n].astype(self.dtypes[n], copy=False)) for n in self.input_names}
+        out = self.runner.infer(inputs)
+        return np.asarray(out["logits"]).astype(np.float32)
+
+    def close(self):
+        if getattr(self, "runner", None) is not None:
+            self.runner.deactivate()
+            self.runner = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
