@@ -1,0 +1,42 @@
+"""Engine vs ONNX Runtime FP32 on the cached eval texts of a work directory, the manifest mismatch
+check, and `inspect` of each engine. Run on the GPU machine: trtpy docs/results/gpu_parity.py WORKDIR OUT.json"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from trtbuild.build import EngineMismatchError, inspect_artifact
+from trtbuild.parity import compare
+from trtbuild.runners import TrtRunner
+
+workdir, out = sys.argv[1], sys.argv[2]
+npz = sorted(glob.glob(os.path.join(workdir, "cache", "eval-*.npz")))[-1]
+arch = sorted(glob.glob(os.path.join(workdir, "engines", "sm*")))[-1]
+record = {"workdir": workdir, "eval_npz": os.path.basename(npz), "architecture": os.path.basename(arch),
+          "manifest": json.load(open(os.path.join(arch, "manifest.json"))), "parity": {}, "inspect": {}}
+for precision in ("fp16", "int8"):
+    engine = os.path.join(arch, precision + ".engine")
+    if os.path.isfile(engine):
+        record["parity"][precision] = compare(os.path.join(workdir, "model.onnx"), engine, npz)
+        record["inspect"][precision] = inspect_artifact(engine)
+        print(precision, json.dumps(record["parity"][precision]))
+# a manifest that no longer matches is refused before deserialization
+bad = arch + "-edited"
+shutil.rmtree(bad, ignore_errors=True)
+shutil.copytree(arch, bad)
+manifest = json.load(open(os.path.join(bad, "manifest.json")))
+manifest["engines"]["fp16.engine"]["compute_capability"] = "8.0"
+json.dump(manifest, open(os.path.join(bad, "manifest.json"), "w"))
+try:
+    TrtRunner(os.path.join(bad, "fp16.engine"))
+    record["mismatch_refused"] = None
+except EngineMismatchError as e:
+    record["mismatch_refused"] = str(e)
+print("mismatch:", record["mismatch_refused"])
+shutil.rmtree(bad, ignore_errors=True)
+record["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+with open(out, "w") as f:
+    json.dump(record, f, indent=2)

