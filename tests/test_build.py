@@ -150,3 +150,14 @@ def test_build_without_tensorrt_exits_3(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["build", work])
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: TensorRT is not installed here; run build on the GPU machine")
+
+
+def test_layer_precision_from_inspector_entries():
+    from trtbuild.build import _layer_precision
+
+    assert _layer_precision({"Outputs": [{"Format/Datatype": "Row major linear Int8 format"}]}) == "int8"
+    assert _layer_precision({"Outputs": [{"Format/Datatype": "Channel major FP16 format (kHWC8)"}]}) == "fp16"
+    # TensorRT 8.6 with dynamic shapes: the encoder is one Myelin node whose formats are not reported
+    myelin = {"LayerType": "Myelin", "Outputs": [{"Format/Datatype": "N/A due to dynamic shapes"}]}
+    assert _layer_precision(myelin) == "myelin"
+    assert _layer_precision("a layer name only (ProfilingVerbosity below DETAILED)") == "other"

@@ -282,9 +282,9 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
     start = time.perf_counter()
     with atomic_path(cache_path) as tmp_cache:
-        if warm:
-            with open(cache_path, "rb") as src, open(tmp_cache, "wb") as dst:
-                dst.write(src.read())
+        # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
+        # (the loaded cache is already in the builder's config, so the saved one holds old + new).
+        os.remove(tmp_cache)
         engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
     seconds = time.perf_counter() - start
     if engine_bytes is None:
@@ -341,27 +341,41 @@ def layer_precisions(trt, engine_bytes):
         return {}
     counts = {}
     for layer in info.get("Layers", []):
-        if not isinstance(layer, dict):
-            continue
         precision = _layer_precision(layer)
         counts[precision] = counts.get(precision, 0) + 1
     return counts
 
 
 def _layer_precision(layer):
-    for key in ("Outputs", "Inputs"):
-        for t in layer.get(key, []) or []:
-            fmt = str(t.get("Format/Datatype", ""))
-            for name, tag in (("Int8", "int8"), ("INT8", "int8"), ("Half", "fp16"), ("FP16", "fp16"),
-                              ("Float", "fp32"), ("FP32", "fp32"), ("Int32", "int32"), ("INT32", "int32")):
-                if name in fmt:
-                    return tag
+    """The precision of a layer's first output (TensorRT's inspector names it inside a format string,
+    e.g. "Row major linear Int8 format"). With dynamic shapes TensorRT 8.6 reports "N/A due to dynamic
+    shapes" and compiles the whole encoder into one Myelin ForeignNode per profile: then the layer
+    type is counted instead (e.g. {"myelin": 4, "reformat": 3, "shapehosttodevice": 4})."""
+    if not isinstance(layer, dict):
+        text = str(layer)
+        outputs = []
+    else:
+        outputs = list(layer.get("Outputs", []) or []) + list(layer.get("Inputs", []) or [])
+        text = ""
+    for t in outputs:
+        text = str(t.get("Format/Datatype", "")) if isinstance(t, dict) else str(t)
+        if text:
+            break
+    lowered = text.lower()
+    for needle, tag in (("int8", "int8"), ("half", "fp16"), ("fp16", "fp16"), ("float", "fp32"), ("fp32", "fp32"),
+                        ("int32", "int32"), ("bool", "bool")):
+        if needle in lowered:
+            return tag
+    if isinstance(layer, dict) and layer.get("LayerType"):
+        return str(layer["LayerType"]).lower()
     return "other"
 
 
-def build_engines(config, int8=False, profiles=None, progress=_noop, verbose=False):
-    """FP16 always; INT8 too with `int8`."""
-    results = [build_engine(config, "fp16", profiles, progress, verbose)]
+def build_engines(config, int8=False, profiles=None, progress=_noop, verbose=False, fp16=True):
+    """FP16 (unless `fp16` is False); INT8 too with `int8`."""
+    if not fp16 and not int8:
+        raise TrtbuildError("nothing to build: --no-fp16 needs --int8")
+    results = [build_engine(config, "fp16", profiles, progress, verbose)] if fp16 else []
     if int8:
         results.append(build_engine(config, "int8", profiles, progress, verbose))
     return results

@@ -164,10 +164,11 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
 @click.argument("workdir", required=False, type=click.Path())
 @click.option("-c", "--config", "config_path", type=click.Path(), help="Model config.")
 @click.option("--int8", is_flag=True, help="Also build the INT8 engine from model.qdq.onnx (run calibrate first).")
+@click.option("--fp16/--no-fp16", default=True, help="Build the FP16 engine [default: yes].")
 @click.option("--profiles-from", type=click.Path(), help="Derive the length buckets from a corpus's token lengths (needs the tokenizer: CPU side).")
 @click.option("--verbose", is_flag=True, help="TensorRT's verbose log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def build_cmd(workdir, config_path, int8, profiles_from, verbose, as_json):
+def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json):
     """Build FP16 (and with --int8 INT8) TensorRT engines for this GPU.
 
     One optimization profile per length bucket; writes WORKDIR/engines/sm<XY>-trt<version>/ with
@@ -186,7 +187,7 @@ def build_cmd(workdir, config_path, int8, profiles_from, verbose, as_json):
         tok = tokenize_into_buckets(_load_tokenizer(config.workdir), corpus.texts, [record["max_length"]])
         edges, profiles = profiles_from_lengths(tok.lengths, record["max_length"], config.build.max_batch)
         _progress("profiles from {} ({} texts): buckets {}".format(profiles_from, len(corpus), edges))
-    results = build_engines(config, int8=int8, profiles=profiles, progress=_progress, verbose=verbose)
+    results = build_engines(config, int8=int8, profiles=profiles, progress=_progress, verbose=verbose, fp16=fp16)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return

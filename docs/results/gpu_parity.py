@@ -40,3 +40,16 @@ shutil.rmtree(bad, ignore_errors=True)
 record["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
 with open(out, "w") as f:
     json.dump(record, f, indent=2)
+# the engine inspector's own JSON for the INT8 engine (which layers run in which precision)
+try:
+    import tensorrt as trt
+
+    engine_path = os.path.join(arch, "int8.engine")
+    if os.path.isfile(engine_path):
+        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        engine = runtime.deserialize_cuda_engine(open(engine_path, "rb").read())
+        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+        with open(out.replace(".json", "-int8-layers.json"), "w") as f:
+            f.write(text)
+except Exception as e:  # diagnostics only
+    print("inspector:", e)
