@@ -187,7 +187,10 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
         tok = tokenize_into_buckets(_load_tokenizer(config.workdir), corpus.texts, [record["max_length"]])
         edges, profiles = profiles_from_lengths(tok.lengths, record["max_length"], config.build.max_batch)
         _progress("profiles from {} ({} texts): buckets {}".format(profiles_from, len(corpus), edges))
-    results = build_engines(config, int8=int8, profiles=profiles, progress=_progress, verbose=verbose, fp16=fp16)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # Polygraphy and TensorRT log with print(): keep stdout clean
+        results = build_engines(config, int8=int8, profiles=profiles, progress=_progress, verbose=verbose, fp16=fp16)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
