@@ -67,14 +67,42 @@ def run_demo(config):
     summary["export_seconds"] = record["seconds"]
     summary["max_abs_diff"] = record["max_abs_diff"]
 
+    # calibrate (CPU, ONNX Runtime): reused while scales.json belongs to this export
+    from trtbuild.artifacts import WorkDir, read_json
+
+    wd = WorkDir(config.workdir)
+    scales_path = wd.path("scales.json")
+    current = (os.path.isfile(scales_path) and os.path.isfile(wd.path("model.qdq.onnx"))
+               and read_json(scales_path).get("onnx_sha256") == record["sha256"]["onnx"])
+    if not config.data.calibration:
+        summary["steps"]["calibrate"] = "skipped: the config names no data.calibration corpus"
+    elif current:
+        _say("calibrate: up to date ({})".format(scales_path))
+        summary["steps"]["calibrate"] = "reused"
+    else:
+        from trtbuild.calibrate import calibrate
+
+        result = calibrate(config, progress=_say, show_bar=sys.stderr.isatty())
+        summary["steps"]["calibrate"] = "done"
+        summary["calibration_seconds"] = result.seconds
+        if result.accuracy:
+            summary["accuracy_fp32"] = result.accuracy["fp32"]["accuracy"]
+            summary["accuracy_qdq"] = result.accuracy["qdq"]["accuracy"]
+            _say("calibrate: {} texts in {:.1f} s; eval accuracy FP32 {:.1%}, Q/DQ {:.1%} (ONNX Runtime)".format(
+                result.texts, result.seconds, result.accuracy["fp32"]["accuracy"], result.accuracy["qdq"]["accuracy"]))
+
     has_trt = importlib.util.find_spec("tensorrt") is not None
-    skipped = {
-        "calibrate": "not implemented yet (issue 5)",
-        "build": "not implemented yet (issue 6)" + ("" if has_trt else "; also needs TensorRT and a GPU, absent here"),
-        "verify": "not implemented yet (issue 7)",
-        "bench": "not implemented yet (issue 8)" + ("" if has_trt else "; needs a GPU"),
-    }
-    summary["steps"].update({k: "skipped: " + v for k, v in skipped.items()})
+    if has_trt:
+        from trtbuild.build import build_engines
+
+        results = build_engines(config, int8=os.path.isfile(wd.path("model.qdq.onnx")), progress=_say)
+        summary["steps"]["build"] = "done: " + ", ".join("{} {:.1f} MiB".format(r.precision, r.engine_bytes / 2**20)
+                                                         for r in results)
+    else:
+        summary["steps"]["build"] = ("skipped: needs TensorRT and a GPU, absent here (on the GPU machine: "
+                                     "PYTHONPATH=$PWD trtpy -m trtbuild build --config ... --int8)")
+    summary["steps"]["verify"] = "skipped: not implemented yet (issue 7)"
+    summary["steps"]["bench"] = "skipped: not implemented yet (issue 8)" + ("" if has_trt else "; needs a GPU")
 
     _say("")
     _say("artifacts in {}:".format(config.workdir))
