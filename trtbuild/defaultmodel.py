@@ -36,7 +36,7 @@ from trtbuild.e5convert import (
     single_char_piece_ids,
     trim_unigram_tokenizer,
 )
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, run_guarded
 
 NAME = "zh-sentiment-e5-small"
 LABELS = ("negative", "positive")
@@ -292,12 +292,7 @@ def main(argv=None):
     parser.add_argument("out_dir", nargs="?", default=os.path.join("models", NAME))
     parser.add_argument("--data", default="calibration_data")
     args = parser.parse_args(argv)
-    try:
-        build_default_model(args.out_dir, args.data)
-    except TrtbuildError as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_guarded(build_default_model, args.out_dir, args.data)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, run_guarded
 
 
 def _say(msg):
@@ -126,14 +126,9 @@ def main(argv=None):
     from trtbuild.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m trtbuild.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/bert-base-zh.yaml")
+    parser.add_argument("--config", default="configs/zh-sentiment-e5-small.yaml")
     args = parser.parse_args(argv)
-    try:
-        run_demo(load_config(args.config))
-    except TrtbuildError as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_guarded(lambda: run_demo(load_config(args.config)))
 
 
 if __name__ == "__main__":

@@ -73,3 +73,16 @@ class NoGpuError(TrtbuildError):
     """TensorRT or a CUDA GPU is not available."""
 
     exit_code = EXIT_NO_GPU
+
+
+def run_guarded(func, *args, **kwargs):
+    """For `python -m trtbuild.<module>` entry points: run `func`; a TrtbuildError becomes one line
+    `Error: <message>` on stderr and its exit code (the click CLI does the same for commands)."""
+    import sys
+
+    try:
+        func(*args, **kwargs)
+    except TrtbuildError as e:
+        print("Error: {}".format(e), file=sys.stderr)
+        return e.exit_code
+    return EXIT_OK

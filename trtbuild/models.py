@@ -13,7 +13,7 @@ import os
 import sys
 
 from trtbuild.artifacts import atomic_dir
-from trtbuild.errors import MissingDependencyError, TrtbuildError
+from trtbuild.errors import MissingDependencyError, run_guarded
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -102,13 +102,10 @@ def main(argv=None):
     if len(argv) != 2 or argv[0] not in MAKERS:
         print("usage: python -m trtbuild.models {{{}}} OUT_DIR".format(",".join(MAKERS)), file=sys.stderr)
         return 2
-    try:
-        path = MAKERS[argv[0]](argv[1])
-    except TrtbuildError as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return e.exit_code
-    print("wrote {} to {}".format(argv[0], path))
-    return 0
+    def make():
+        print("wrote {} to {}".format(argv[0], MAKERS[argv[0]](argv[1])))
+
+    return run_guarded(make)
 
 
 if __name__ == "__main__":
