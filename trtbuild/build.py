@@ -9,7 +9,9 @@ without them `build` exits 3.
 - One optimization profile per length bucket (`build.profiles`, or derived from `data.buckets` and
   `build.max_batch`, or from a corpus's length histogram with `--profiles-from`).
 - Output per architecture: `engines/sm<major><minor>-trt<version>/{fp16,int8}.engine`,
-  `manifest.json` and `timing.cache` (reused on rebuild: cold vs warm build seconds are recorded).
+  `manifest.json` and `timing.cache` (loaded on rebuild; `timing_cache_warm` in the manifest says a
+  cache was offered. TensorRT 8.6 rejects its own Myelin timing cache for BERT graphs, so on the H100
+  a rebuild took as long as the first build: 207.0 s vs 208.3 s).
 - Version paths (`build_path`): TensorRT <= 10 sets builder flags (FP16, INT8); TensorRT >= 11 has
   neither flag nor implicit INT8 and builds a strongly typed network from an FP16-cast ONNX (FP16)
   or the Q/DQ ONNX (INT8). Only the <= 10 path has run here (TensorRT 8.6 on an H100).

@@ -72,7 +72,9 @@ def test_engine_logits_match_ort_on_every_profile(built):
                 assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq)
 
 
-def test_warm_rebuild_uses_timing_cache(built):
+def test_rebuild_offers_the_timing_cache(built):
+    """A rebuild loads the architecture's timing cache. (TensorRT 8.6 compiles BERT into Myelin nodes
+    and rejects its own saved Myelin cache, so this records the offer, not a speed-up.)"""
     from trtbuild.build import build_engine
 
     config, work, results = built
