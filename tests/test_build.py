@@ -17,7 +17,7 @@ from trtbuild.build import (
     profiles_from_lengths,
 )
 from trtbuild.config import config_from_dict
-from trtbuild.errors import NoGpuError, TrtbuildError
+from trtbuild.errors import TrtbuildError
 
 
 def test_one_profile_per_bucket():

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from trtbuild.calibrate import build_qdq_model, calibrate, plan_qdq, trt_calibration_cache
+from trtbuild.calibrate import calibrate, plan_qdq, trt_calibration_cache
 from trtbuild.cli import cli
 from trtbuild.config import CalibrateConfig, DataConfig, ExportConfig, default_config, with_overrides
 from trtbuild.errors import TrtbuildError
 from trtbuild.export import export_onnx
 
-from conftest import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "calibration_data")

@@ -22,7 +22,7 @@ import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from trtbuild import __version__
 from trtbuild.artifacts import WorkDir, atomic_path, atomic_write_json, read_json, sha256_file

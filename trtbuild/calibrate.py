@@ -29,7 +29,6 @@ Pipeline (CPU, ONNX Runtime; no GPU):
 
 import fnmatch
 import hashlib
-import json
 import os
 import struct
 import time
@@ -144,7 +143,6 @@ def _session(model_bytes, threads=None):
 
 def collect_histograms(model, tensors, batches, bins=2048, progress_bar=None):
     """Run the model over `batches`, histogramming |x| of each tensor at real token positions."""
-    import numpy as np
     import onnx
 
     from trtbuild.histogram import AbsHistogram
@@ -356,7 +354,6 @@ def evaluate_accuracy(onnx_models, tokenizer, corpus, buckets, input_names, labe
 def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=None, batch_size=None,
               on_bad_utf8=None, trt_cache=None, evaluate=True, progress=_noop, show_bar=True):
     """Calibrate `config.workdir`'s export over the corpus; returns a CalibrateResult (raises on failure)."""
-    import numpy as np
     import onnx
 
     from trtbuild.coverage import coverage_report, write_coverage

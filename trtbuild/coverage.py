@@ -32,10 +32,10 @@ import os
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Tuple
 
 from trtbuild.artifacts import atomic_write_json, atomic_write_text
-from trtbuild.data import LEXICON_KINDS, LexiconEntry, load_lexicon
+from trtbuild.data import LEXICON_KINDS, load_lexicon
 from trtbuild.errors import TrtbuildError
 
 try:  # optional: the `emoji` package knows every emoji sequence; the fallback below is an approximation
@@ -584,7 +584,6 @@ _WHITESPACE = re.compile(r"\s+")
 def _corpus_stats(name, texts, tokenizer, buckets, term_texts):
     n_special = _special_count(tokenizer)
     unk_id = getattr(tokenizer, "unk_token_id", None)
-    top = buckets[-1]
     histogram = OrderedDict((str(b), 0) for b in buckets)
     histogram["over"] = 0
     tokens = unk = truncated = max_length = 0

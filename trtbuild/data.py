@@ -7,7 +7,7 @@ kind is one of slang / jargon / emoji / kaomoji; source names where the entry ca
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 from trtbuild.errors import TrtbuildError
 
@@ -28,7 +28,6 @@ class LexiconEntry:
 
 
 def load_lexicon(path, kinds=None):
-    # type: (str, Optional[Iterable[str]]) -> List[LexiconEntry]
     """Read a lexicon TSV; keep only `kinds` when given. Bad files end in a one-line error."""
     if not os.path.isfile(path):
         raise TrtbuildError("lexicon {} not found; pass a TSV with columns {}".format(path, ", ".join(LEXICON_COLUMNS)))

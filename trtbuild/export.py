@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from trtbuild import __version__
 from trtbuild.artifacts import (
