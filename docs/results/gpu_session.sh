@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
-#   bash docs/results/gpu_session.sh tiny|e5|bertbase
+#   bash docs/results/gpu_session.sh tiny|e5|bertbase|bertbase-int8
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -39,15 +39,20 @@ e5)  # the default model: export + scales made on the CPU machine, carried here;
   { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/e5-build-warm.json"; } 2>&1 | tail -5
   trtpy docs/results/gpu_parity.py $W "$OUT/e5-parity.json"
   ;;
-bertbase)  # the BERT-base shape: made, exported and calibrated here with the machine's torch
+bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here with the machine's torch; FP16 engine
   W=out/bert-base-zh; C=configs/bert-base-zh.yaml
   $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
   $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/bertbase-export.json"
   $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -4
   $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('$W', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
-  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/bertbase-build-cold.json"; } 2>&1 | tail -5
-  { trtpy -m trtbuild build --config $C --json > "$OUT/bertbase-build-warm.json"; } 2>&1 | tail -5
-  trtpy docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
+  # each build is bounded so that a slow one cannot take the whole call (and the machine) with it
+  timeout 420 trtpy -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
   ;;
-*) echo "usage: $0 tiny|e5|bertbase"; exit 2;;
+bertbase-int8)  # step 2 (a separate call): the INT8 engine, then parity and the manifest check
+  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
+  timeout 480 trtpy -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
+  trtpy docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
+  cp $W/engines/sm*/manifest.json "$OUT/bertbase-manifest.json"
+  ;;
+*) echo "usage: $0 tiny|e5|bertbase|bertbase-int8"; exit 2;;
 esac
