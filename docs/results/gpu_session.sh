@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
-#   bash docs/results/gpu_session.sh tiny|e5|bertbase|bertbase-int8
+#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|bertbase|bertbase-int8
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -31,13 +31,18 @@ YAML
   $TORCHPY -m trtbuild calibrate --config /tmp/tiny.yaml --no-eval
   TRTBUILD_GPU_WORKDIR=$W trtpy -m pytest -m gpu tests/gpu -q -rA 2>&1 | tee "$OUT/gpu-tests.log"
   ;;
-e5)  # the default model: export + scales made on the CPU machine, carried here; Q/DQ rebuilt from scales.json
+e5)  # the default model, step 1: export + scales made on the CPU machine, carried here; Q/DQ rebuilt; FP16 engine
   W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
   bash .carry/e5/join.sh finish /tmp/e5 && mkdir -p out && rm -rf $W && cp -r /tmp/e5/zh-sentiment-e5-small $W
   trtpy -m trtbuild calibrate --config $C --from-scales
-  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/e5-build-cold.json"; } 2>&1 | tail -5
-  { trtpy -m trtbuild build --config $C --int8 --json > "$OUT/e5-build-warm.json"; } 2>&1 | tail -5
+  timeout 400 trtpy -m trtbuild build --config $C --json > "$OUT/e5-fp16-cold.json" 2> "$OUT/e5-fp16-cold.log"; grep '^built' "$OUT/e5-fp16-cold.log"
+  ;;
+e5-int8)  # step 2 (a separate call, ~7 min): INT8 engine, FP16 rebuilt with the timing cache, parity, manifest check
+  W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
+  timeout 280 trtpy -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/e5-int8-cold.json" 2> "$OUT/e5-int8-cold.log"; grep '^built' "$OUT/e5-int8-cold.log"
+  timeout 240 trtpy -m trtbuild build --config $C --json > "$OUT/e5-fp16-warm.json" 2> "$OUT/e5-fp16-warm.log"; grep '^built' "$OUT/e5-fp16-warm.log"
   trtpy docs/results/gpu_parity.py $W "$OUT/e5-parity.json"
+  cp $W/engines/sm*/manifest.json "$OUT/e5-manifest.json"
   ;;
 bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here with the machine's torch; FP16 engine
   W=out/bert-base-zh; C=configs/bert-base-zh.yaml
@@ -54,5 +59,5 @@ bertbase-int8)  # step 2 (a separate call): the INT8 engine, then parity and the
   trtpy docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
   cp $W/engines/sm*/manifest.json "$OUT/bertbase-manifest.json"
   ;;
-*) echo "usage: $0 tiny|e5|bertbase|bertbase-int8"; exit 2;;
+*) echo "usage: $0 tiny|e5|e5-int8|bertbase|bertbase-int8"; exit 2;;
 esac
