@@ -8,7 +8,6 @@ import pytest
 
 from trtbuild.build import (
     EngineMismatchError,
-    ProfileSpec,
     bucket_profiles,
     build_path,
     check_engine,
@@ -16,7 +15,7 @@ from trtbuild.build import (
     pick_profile,
     profiles_from_lengths,
 )
-from trtbuild.config import config_from_dict
+from trtbuild.config import ProfileConfig, config_from_dict
 from trtbuild.errors import TrtbuildError
 
 
@@ -36,7 +35,7 @@ def test_config_profiles_explicit_or_from_buckets():
     assert [p.max for p in config_profiles(config, max_length=128)] == [(16, 32), (16, 64), (16, 128)]
     config = config_from_dict({"model": {"name": "m"}, "build": {"profiles": [
         {"min": [1, 1], "opt": [8, 48], "max": [32, 64]}]}})
-    assert config_profiles(config, max_length=256) == [ProfileSpec((1, 1), (8, 48), (32, 64))]
+    assert config_profiles(config, max_length=256) == [ProfileConfig((1, 1), (8, 48), (32, 64))]
 
 
 def test_pick_profile():

@@ -26,6 +26,7 @@ from typing import Dict, List, Tuple
 
 from trtbuild import __version__
 from trtbuild.artifacts import WorkDir, atomic_path, atomic_write_json, read_json, sha256_file
+from trtbuild.config import ProfileConfig
 from trtbuild.errors import NoGpuError, TrtbuildError
 
 PRECISIONS = ("fp16", "int8")
@@ -44,25 +45,13 @@ def _noop(msg):
 # ---------------------------------------------------------------------------------------------
 # Profiles
 
-@dataclass(frozen=True)
-class ProfileSpec:
-    """min / opt / max as (batch, sequence)."""
-
-    min: Tuple[int, int]
-    opt: Tuple[int, int]
-    max: Tuple[int, int]
-
-    def to_dict(self):
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-
 def bucket_profiles(buckets, max_batch, opt_batch=None):
     """One profile per bucket: sequences (previous bucket, bucket], batch 1..max_batch, opt at the
     bucket's length (the runner pads a batch to its bucket) and `opt_batch` (default max_batch)."""
     opt_batch = min(opt_batch or max_batch, max_batch)
     out, low = [], 1
     for b in sorted(buckets):
-        out.append(ProfileSpec(min=(1, low), opt=(opt_batch, b), max=(max_batch, b)))
+        out.append(ProfileConfig(min=(1, low), opt=(opt_batch, b), max=(max_batch, b)))
         low = b + 1
     return out
 
@@ -86,7 +75,7 @@ def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0
 
 def config_profiles(config, max_length):
     if config.build.profiles:
-        return [ProfileSpec(min=tuple(p.min), opt=tuple(p.opt), max=tuple(p.max)) for p in config.build.profiles]
+        return list(config.build.profiles)
     buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
     return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch)
 

@@ -134,6 +134,9 @@ class ProfileConfig:
     opt: Tuple[int, int]
     max: Tuple[int, int]
 
+    def to_dict(self):
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
     def __post_init__(self):
         for key in ("min", "opt", "max"):
             shape = getattr(self, key)

@@ -49,7 +49,8 @@ class OrtRunner:
 
 class TrtRunner:
     def __init__(self, path, check=True):
-        from trtbuild.build import ProfileSpec, check_engine, gpu_info, import_tensorrt, pick_profile
+        from trtbuild.build import check_engine, gpu_info, import_tensorrt, pick_profile
+        from trtbuild.config import ProfileConfig
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
@@ -64,7 +65,7 @@ class TrtRunner:
         self.entry = entry
         self.engine = engine
         self._pick = pick_profile
-        self.profiles = [ProfileSpec(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+        self.profiles = [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                          for p in entry.get("profiles", [])]
         self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
