@@ -9,7 +9,7 @@ import pytest
 from trtbuild.artifacts import sha256_file
 from trtbuild.config import DataConfig, ExportConfig, default_config, with_overrides
 from trtbuild.errors import ParityError
-from trtbuild.export import export_onnx, read_export, sample_inputs
+from trtbuild.export import check_export, export_onnx, sample_inputs
 
 from conftest import listing
 
@@ -96,7 +96,7 @@ def test_export_chinese_vocab_on_real_text(chinese_checkpoint, workdir):
 
 def test_export_json_records_versions_hashes_and_parity(tiny_checkpoint, workdir):
     result = export(tiny_checkpoint, workdir)
-    record = read_export(workdir)
+    record = check_export(workdir)
     assert record["opset"] == 17 and record["max_length"] == 128 and record["output"] == "logits"
     assert record["inputs"] == result.inputs
     assert record["input_axes"]["input_ids"] == ["batch", "sequence"]

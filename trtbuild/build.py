@@ -234,7 +234,7 @@ def _trt_logger(trt, verbose=False):
 
 def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbose=False):
     """Build one engine for the live GPU; returns a BuildResult and updates the manifest."""
-    from trtbuild.calibrate import check_export
+    from trtbuild.export import check_export
 
     wd = WorkDir(config.workdir)
     record = check_export(wd.root)

@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from trtbuild import __version__
-from trtbuild.artifacts import WorkDir, atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file
-from trtbuild.errors import CheckpointError, TrtbuildError
+from trtbuild.artifacts import WorkDir, atomic_path, atomic_write_json, atomic_write_text, read_json
+from trtbuild.errors import TrtbuildError
+from trtbuild.export import check_export
 
 QDQ_NAME = "model.qdq.onnx"
 SCALES_NAME = "scales.json"
@@ -130,15 +131,10 @@ def plan_qdq(model, exclude=(), quantize_residual=False, quantize_attention=Fals
 # ---------------------------------------------------------------------------------------------
 # Statistics with ONNX Runtime
 
-def _session(model_bytes, threads=None):
-    import onnxruntime as ort
+def _session(model):
+    from trtbuild.runners import ort_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, basic_optimizations=True)
 
 
 def collect_histograms(model, tensors, batches, bins=2048, progress_bar=None):
@@ -292,19 +288,6 @@ class CalibrateResult:
         d = asdict(self)
         d["buckets"] = {str(k): v for k, v in self.buckets.items()}
         return d
-
-
-def check_export(workdir):
-    """The work directory must hold a finished trtbuild export whose ONNX matches its record."""
-    wd = WorkDir(workdir)
-    if not os.path.isfile(wd.export_json) or not os.path.isfile(wd.onnx):
-        raise CheckpointError("{} holds no trtbuild export (model.onnx + export.json); run `trtbuild export "
-                              "CHECKPOINT -o {}` first".format(wd.root, wd.root))
-    record = read_json(wd.export_json)
-    if record.get("sha256", {}).get("onnx") != sha256_file(wd.onnx):
-        raise CheckpointError("{}: model.onnx does not match export.json (edited or replaced?); re-run "
-                              "`trtbuild export --force`".format(wd.root))
-    return record
 
 
 def _load_tokenizer(workdir):

