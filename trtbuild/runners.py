@@ -37,10 +37,21 @@ def ort_session(model, threads=None, basic_optimizations=False):
 
 
 class OrtRunner:
+    """`path`: an ONNX file, or a serialized model (bytes) such as a Q/DQ variant built in memory."""
+
     def __init__(self, path, threads=None):
-        self.path = path
-        self.session = ort_session(path, threads)
+        self.path = path if isinstance(path, str) else "<in-memory ONNX>"
+        try:
+            self.session = ort_session(path, threads)
+        except Exception as e:  # not an ONNX file, or one ONNX Runtime cannot load
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrtbuildError("{}: ONNX Runtime cannot load it ({})".format(path, first[:200])) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if "logits" not in outputs:
+            raise TrtbuildError("{} has no output named 'logits' (outputs: {}); pass a trtbuild export or a build "
+                                "of one".format(path, ", ".join(outputs)))
+        self.device = "CPU (ONNX Runtime {})".format(__import__("onnxruntime").__version__)
 
     def infer(self, feeds):
         return self.session.run(["logits"], {n: feeds[n] for n in self.input_names})[0]
@@ -78,6 +89,7 @@ class TrtRunner:
         self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
+        self.device = "{} (TensorRT {})".format(entry.get("gpu", "GPU"), trt.__version__)
         self.runner = _PolyRunner(engine)
         self.runner.activate()
         self.profile = 0
