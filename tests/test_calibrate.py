@@ -76,8 +76,9 @@ def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_p
 
     work = fresh_copy(zh_export, tmp_path / "w")
     result = calibrate(make_config(work), show_bar=False)
-    assert sorted(os.listdir(work)) == ["coverage.html", "coverage.json", "export.json", "labels.json",
-                                        "model.onnx", "model.qdq.onnx", "scales.json", "tokenizer"]
+    assert sorted(os.listdir(work)) == ["cache", "coverage.html", "coverage.json", "export.json", "labels.json",
+                                        "model.onnx", "model.qdq.onnx", "reports", "scales.json", "tokenizer"]
+    assert sorted(os.listdir(os.path.join(work, "reports"))) == ["verify-qdq.html", "verify-qdq.json", "verify-qdq.xml"]
     qdq = onnx.load(result.qdq_onnx)
     ops = [n.op_type for n in qdq.graph.node]
     assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == result.activations + result.weights

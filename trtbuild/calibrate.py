@@ -282,7 +282,9 @@ class CalibrateResult:
     seconds: float
     calibration_seconds: float
     coverage: Optional[dict] = None
-    accuracy: Optional[dict] = None
+    accuracy: Optional[dict] = None  # FP32 vs Q/DQ accuracy overall and per eval set (from the verify report)
+    verify: Optional[dict] = None  # the verify report of the final Q/DQ model
+    fallback: Optional[dict] = None  # the fallback search record (--auto-fallback)
 
     def to_dict(self):
         d = asdict(self)
@@ -297,46 +299,22 @@ def _load_tokenizer(workdir):
     return AutoTokenizer.from_pretrained(WorkDir(workdir).tokenizer, local_files_only=True)
 
 
-def _progress_bar(total, desc):
+def _progress_bar(total, desc, unit="text"):
     try:
         from tqdm.auto import tqdm
     except ImportError:  # the GPU side may lack tqdm; a bar is a nicety
         return None
-    return tqdm(total=total, desc=desc, unit="text", leave=False, dynamic_ncols=True)
-
-
-def evaluate_accuracy(onnx_models, tokenizer, corpus, buckets, input_names, label_names, batch_size=32):
-    """Accuracy of each ONNX model (path or bytes) on a labelled corpus, overall and per source file."""
-    import numpy as np
-
-    from trtbuild.data import tokenize_into_buckets
-
-    rows = [i for i, l in enumerate(corpus.labels) if l is not None]
-    index = {name: i for i, name in enumerate(label_names)}
-    y = []
-    for i in rows:
-        label = corpus.labels[i]
-        y.append(index[label] if label in index else int(label))
-    y = np.asarray(y)
-    tok = tokenize_into_buckets(tokenizer, [corpus.texts[i] for i in rows], buckets)
-    results = {}
-    for name, model in onnx_models.items():
-        session = _session(model)
-        pred = np.zeros(len(rows), dtype=np.int64)
-        for batch in tok.batches(input_names, batch_size, pad_id=tokenizer.pad_token_id or 0):
-            pred[batch.rows] = session.run(["logits"], batch.inputs)[0].argmax(-1)
-        per_source = {}
-        for src in sorted(set(corpus.sources[i] for i in rows)):
-            sel = np.asarray([corpus.sources[i] == src for i in rows])
-            per_source[src] = round(float((pred[sel] == y[sel]).mean()), 4)
-        results[name] = {"accuracy": round(float((pred == y).mean()), 4), "per_source": per_source,
-                         "texts": len(rows)}
-    return results
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=None, batch_size=None,
-              on_bad_utf8=None, trt_cache=None, evaluate=True, progress=_noop, show_bar=True):
-    """Calibrate `config.workdir`'s export over the corpus; returns a CalibrateResult (raises on failure)."""
+              on_bad_utf8=None, trt_cache=None, evaluate=True, auto_fallback=None, progress=_noop, show_bar=True):
+    """Calibrate `config.workdir`'s export over the corpus; returns a CalibrateResult (raises on failure).
+
+    With a labelled eval set (data.eval) the Q/DQ model is verified at the end (`trtbuild.verify`, report in
+    WORKDIR/reports/verify-qdq.*). With `auto_fallback`, a failed gate starts the fallback search
+    (`fallback_search`): the most sensitive quantized layers go back to float one at a time until the gate
+    passes or `calibrate.fallback_max_layers` is spent; the outputs then hold the final placement."""
     import onnx
 
     from trtbuild.coverage import coverage_report, write_coverage
@@ -352,7 +330,10 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
     max_texts = max_texts if max_texts is not None else ccfg.max_texts
     on_bad_utf8 = on_bad_utf8 or ccfg.on_bad_utf8
     trt_cache = ccfg.trt_cache if trt_cache is None else trt_cache
+    auto_fallback = ccfg.auto_fallback if auto_fallback is None else auto_fallback
     paths = list(corpus_paths or config.data.calibration)
+    if auto_fallback and not config.data.eval:
+        raise TrtbuildError("--auto-fallback needs a labelled eval set: set data.eval in the config or pass --eval FILE")
 
     start = time.perf_counter()
     wd = WorkDir(config.workdir)
@@ -422,8 +403,6 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
     calibration_seconds = time.perf_counter() - t_stats
 
     progress("[5/5] writing {}, {}".format(QDQ_NAME, SCALES_NAME))
-    qdq = build_qdq_model(model, plan, act_amax, w_amax)
-    onnx.checker.check_model(qdq)
     scales = {
         "format": SCALES_FORMAT, "trtbuild": __version__, "method": method, "options": options,
         "histogram": {"bins": ccfg.num_bins, "range": "power of two >= max |x|, exact merge",
@@ -431,30 +410,41 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
         "corpus": {"files": paths, "texts": len(texts), "sha256": corpus_hash(texts), "buckets": {
             str(b): len(r) for b, r in sorted(tok.buckets.items())}, "truncated": tok.truncated},
         "onnx_sha256": record["sha256"]["onnx"],
-        "placement": {"quantize_residual": ccfg.quantize_residual, "exclude": list(exclude)},
-        "activations": {name: {"amax": act_amax[name], "scale": act_amax[name] / 127.0,
-                               "max_abs": float(hists[name].max_abs), "count": int(hists[name].count),
-                               "consumers": [n for n, _ in plan.activations[name]]}
-                        for name in sorted(act_amax)},
-        "weights": {name: {"axis": axis, "channels": int(w_amax[name].size),
-                           "amax_max": float(w_amax[name].max()), "amax_min": float(w_amax[name].min())}
-                    for name, (axis, _) in sorted(plan.weights.items())},
-        "quantized_nodes": plan.quantized_nodes, "excluded_nodes": plan.excluded_nodes,
     }
-    qdq_path = wd.path(QDQ_NAME)
-    with atomic_path(qdq_path) as tmp:
-        onnx.save(qdq, tmp)
-    atomic_write_json(wd.path(SCALES_NAME), scales)
+    stats = {name: (float(h.max_abs), int(h.count)) for name, h in hists.items()}
+    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg.quantize_residual, act_amax, w_amax, scales, stats)
     cache_path = None
     if trt_cache:
         cache_path = wd.path(CACHE_NAME)
         atomic_write_text(cache_path, trt_calibration_cache(act_amax))
 
-    accuracy = None
-    if evaluate and eval_corpus is not None and any(l is not None for l in eval_corpus.labels):
-        progress("evaluating FP32 vs Q/DQ in ONNX Runtime on {} eval texts".format(len(eval_corpus)))
-        accuracy = evaluate_accuracy({"fp32": wd.onnx, "qdq": qdq_path}, tokenizer, eval_corpus, buckets,
-                                     input_names, record["labels"])
+    accuracy = report = fallback = None
+    if (evaluate or auto_fallback) and eval_corpus is not None:
+        from trtbuild.verify import prepare_eval, verify_candidate
+
+        try:
+            evalset = prepare_eval(config, progress=progress, show_bar=show_bar)
+        except TrtbuildError as e:
+            if auto_fallback:
+                raise
+            evalset = None
+            progress("  accuracy check skipped: {}".format(e))
+        if evalset is not None:
+            progress("verifying the Q/DQ model against FP32 in ONNX Runtime on {} eval texts".format(len(evalset)))
+            report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
+            progress("  " + report.summary())
+            if auto_fallback and not report:
+                fallback = fallback_search(config, model, exclude, act_amax, w_amax, evalset, report, progress=progress,
+                                           show_bar=show_bar)
+                if fallback["unquantized"]:
+                    exclude = tuple(exclude) + tuple(_exact(n) for n in fallback["unquantized"])
+                    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual)
+                    scales["fallback"] = fallback
+                    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg.quantize_residual, act_amax, w_amax, scales,
+                                          stats)
+                    report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
+                    progress("  after the fallback: " + report.summary())
+            accuracy = _accuracy_table(report)
     return CalibrateResult(
         workdir=wd.root, qdq_onnx=qdq_path, scales=wd.path(SCALES_NAME), coverage_json=cov_json,
         coverage_html=cov_html, cache=cache_path, method=method, texts=len(texts), truncated=tok.truncated,
@@ -462,7 +452,117 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
         activations=len(plan.activations), weights=len(plan.weights), quantized_nodes=len(plan.quantized_nodes),
         excluded_nodes=plan.excluded_nodes, seconds=round(time.perf_counter() - start, 2),
         calibration_seconds=round(calibration_seconds, 2),
-        coverage=coverage.to_dict() if coverage is not None else None, accuracy=accuracy)
+        coverage=coverage.to_dict() if coverage is not None else None, accuracy=accuracy,
+        verify=report.to_dict() if report is not None else None, fallback=fallback)
+
+
+def _exact(name):
+    """An fnmatch pattern that matches exactly this node name."""
+    import glob
+
+    return glob.escape(name)
+
+
+def _write_qdq(wd, model, plan, exclude, quantize_residual, act_amax, w_amax, scales, stats):
+    """Write model.qdq.onnx and scales.json (placement and per-tensor records from `plan`); returns the ONNX path."""
+    import onnx
+
+    qdq = build_qdq_model(model, plan, act_amax, w_amax)
+    onnx.checker.check_model(qdq)
+    scales = dict(scales)
+    scales["placement"] = {"quantize_residual": quantize_residual, "exclude": list(exclude)}
+    scales["activations"] = {name: {"amax": act_amax[name], "scale": act_amax[name] / 127.0,
+                                    "max_abs": stats[name][0], "count": stats[name][1],
+                                    "consumers": [n for n, _ in plan.activations[name]]}
+                             for name in sorted(plan.activations)}
+    scales["weights"] = {name: {"axis": axis, "channels": int(w_amax[name].size), "amax_max": float(w_amax[name].max()),
+                                "amax_min": float(w_amax[name].min())} for name, (axis, _) in sorted(plan.weights.items())}
+    scales["quantized_nodes"] = plan.quantized_nodes
+    scales["excluded_nodes"] = plan.excluded_nodes
+    qdq_path = wd.path(QDQ_NAME)
+    with atomic_path(qdq_path) as tmp:
+        onnx.save(qdq, tmp)
+    atomic_write_json(wd.path(SCALES_NAME), scales)
+    return qdq_path
+
+
+def _accuracy_table(report):
+    """{"fp32"|"qdq": {"accuracy", "macro_f1", "per_source": {eval set: accuracy}, "texts"}} from a VerifyReport."""
+    out = {}
+    for side, key in (("fp32", "baseline"), ("qdq", "candidate")):
+        out[side] = {"accuracy": round(report.overall[key]["accuracy"], 4),
+                     "macro_f1": round(report.overall[key]["macro_f1"], 4), "texts": report.texts,
+                     "per_source": {name[4:]: round(m[key]["accuracy"], 4) for name, m in report.slices.items()
+                                    if name.startswith("set:")}}
+    return out
+
+
+def fallback_search(config, model, exclude, act_amax, w_amax, evalset, first_report, progress=_noop, show_bar=False):
+    """Un-quantize the most sensitive layers one at a time until the verify gate passes.
+
+    Sensitivity of a quantized node: how much the mean KL(FP32 || Q/DQ) on a seeded subset of the eval set
+    (`calibrate.fallback_texts` texts) falls when that node alone goes back to float, everything else
+    staying quantized. Nodes are then kept in float in that order, the full eval set and gate re-checked
+    after each, until it passes or `calibrate.fallback_max_layers` nodes are spent. Returns a record of
+    the ranking and every step (what stayed float, what it cost/bought in accuracy)."""
+    import numpy as np
+
+    from trtbuild.runners import OrtRunner
+    from trtbuild.verify import drift_metrics, evaluate, run_candidate
+
+    ccfg, vcfg = config.calibrate, config.verify
+    start = time.perf_counter()
+
+    def logits_for(extra, on):
+        plan = plan_qdq(model, exclude=tuple(exclude) + tuple(_exact(n) for n in extra),
+                        quantize_residual=ccfg.quantize_residual)
+        data = build_qdq_model(model, plan, act_amax, w_amax).SerializeToString()
+        with OrtRunner(data) as runner:
+            return run_candidate(on, "Q/DQ variant", vcfg.batch_size, runner=runner)
+
+    nodes = list(plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual).quantized_nodes)
+    rng = np.random.default_rng(ccfg.sample_seed)
+    rows = np.sort(rng.choice(len(evalset), size=min(ccfg.fallback_texts, len(evalset)), replace=False))
+    sub = evalset.subset(rows)
+    kl = lambda logits: drift_metrics(sub.labels, sub.baseline, logits, bootstrap=0)["mean_kl"]  # noqa: E731
+    reference = kl(logits_for((), sub))
+    progress("fallback search: sensitivity of {} quantized nodes on {} eval texts (mean KL all-quantized {:.3g})".format(
+        len(nodes), len(rows), reference))
+    bar = _progress_bar(len(nodes), "sensitivity", unit="node") if show_bar else None
+    gains = []
+    try:
+        for node in nodes:
+            gains.append((reference - kl(logits_for((node,), sub)), node))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    ranked = sorted(gains, key=lambda g: -g[0])
+    steps, chosen, report = [], [], first_report
+    for gain, node in ranked[:ccfg.fallback_max_layers]:
+        chosen.append(node)
+        logits = logits_for(chosen, evalset)
+        report = evaluate(evalset, logits, vcfg, "qdq", "Q/DQ variant", "OrtRunner", WorkDir(config.workdir).onnx)
+        o = report.overall
+        steps.append({"unquantized": node, "kl_gain_on_subset": gain, "float_nodes": len(chosen),
+                      "macro_f1_drop_pt": o["macro_f1_drop_pt"], "flip_rate": o["flip_rate"], "mean_kl": o["mean_kl"],
+                      "passed": bool(report), "failed_gates": [g.name for g in report.failed_gates()]})
+        progress("  float {:>2}: {:<60} macro-F1 drop {:+.2f} pt, flips {:.2%} -> {}".format(
+            len(chosen), node, o["macro_f1_drop_pt"], o["flip_rate"], "PASS" if report else "fail"))
+        if report:
+            break
+    first = first_report.overall
+    return {
+        "passed": bool(report), "unquantized": chosen,
+        "budget": ccfg.fallback_max_layers, "subset_texts": int(len(rows)), "quantized_nodes": len(nodes),
+        "start": {"macro_f1_drop_pt": first["macro_f1_drop_pt"], "flip_rate": first["flip_rate"],
+                  "mean_kl": first["mean_kl"]},
+        "steps": steps,
+        "sensitivity": [{"node": n, "kl_gain_on_subset": g} for g, n in ranked],
+        "speed": "not measured here (calibrate runs on the CPU): build the INT8 engine and run trtbuild bench",
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def qdq_from_scales(workdir, progress=_noop):

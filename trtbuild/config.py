@@ -109,6 +109,9 @@ class CalibrateConfig:
     min_slang_coverage: Optional[float] = None  # gate: share of the eval set's slang the corpus covers
     on_bad_utf8: str = "skip"  # skip | fail
     trt_cache: bool = False  # also write a TensorRT <= 10 calibration cache
+    auto_fallback: bool = False  # when the verify gate fails, un-quantize the most sensitive layers
+    fallback_max_layers: int = 8  # at most this many layers go back to float
+    fallback_texts: int = 128  # eval texts (seeded sample) the per-layer sensitivity is measured on
 
     def __post_init__(self):
         _check(self.method in ("entropy", "minmax", "percentile"), "method",
@@ -122,6 +125,8 @@ class CalibrateConfig:
         if self.min_slang_coverage is not None:
             _check(0.0 <= self.min_slang_coverage <= 1.0, "min_slang_coverage",
                    "must be between 0 and 1 (got {})".format(self.min_slang_coverage))
+        _check(self.fallback_max_layers >= 1, "fallback_max_layers", "must be >= 1 (got {})".format(self.fallback_max_layers))
+        _check(self.fallback_texts >= 8, "fallback_texts", "must be >= 8 (got {})".format(self.fallback_texts))
         _check(self.on_bad_utf8 in ("skip", "fail"), "on_bad_utf8",
                "must be 'skip' or 'fail' (got {!r})".format(self.on_bad_utf8))
 
@@ -172,6 +177,86 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """`trtbuild verify`: the accuracy gate against the ONNX Runtime FP32 baseline (drops in points)."""
+
+    max_f1_drop: float = 0.8  # overall macro-F1 drop, points (the field's bar)
+    max_flip_rate: float = 0.01  # share of texts whose argmax changes
+    max_slice_f1_drop: float = 2.0  # per slice, for slices with at least min_slice_texts texts
+    min_slice_texts: int = 30
+    bootstrap: int = 1000  # paired bootstrap resamples for the 95 % intervals (0: none)
+    seed: int = 0
+    batch_size: int = 32
+    worst_slices: int = 5  # slices listed with example flips
+    examples: int = 3  # flipped example texts per listed slice
+
+    def __post_init__(self):
+        for key in ("max_f1_drop", "max_slice_f1_drop"):
+            _check(getattr(self, key) >= 0, key, "must be >= 0 points (got {})".format(getattr(self, key)))
+        _check(0.0 <= self.max_flip_rate <= 1.0, "max_flip_rate",
+               "must be between 0 and 1 (got {})".format(self.max_flip_rate))
+        for key in ("min_slice_texts", "batch_size"):
+            _check(getattr(self, key) >= 1, key, "must be >= 1 (got {})".format(getattr(self, key)))
+        for key in ("bootstrap", "worst_slices", "examples"):
+            _check(getattr(self, key) >= 0, key, "must be >= 0 (got {})".format(getattr(self, key)))
+
+
+BACKENDS = ("trt-fp16", "trt-int8", "torch-fp32", "torch-fp16", "torch-compile-fp16", "ort-cpu")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """The seed's dynamic batching (`trtbuild bench`): Poisson arrivals, one queue per length bucket."""
+
+    rate: float = 8000.0  # texts/s offered in the detailed run (the seed's peak)
+    requests: int = 20000  # requests per simulated run
+    window_ms: float = 50.0  # the seed's window: the latency budget a request must meet at P99
+    timeout_ms: float = 20.0  # a bucket short of min_batch is dispatched once its oldest waited this long
+    min_batch: int = 8  # a bucket with this many requests goes as soon as the GPU is free
+    max_batch: int = 64
+    batch_sizes: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 48, 64)  # the measured service-time table
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.rate > 0, "rate", "must be > 0 texts/s (got {})".format(self.rate))
+        _check(self.requests >= 100, "requests", "must be >= 100 (got {})".format(self.requests))
+        for key in ("window_ms", "timeout_ms"):
+            _check(getattr(self, key) > 0, key, "must be > 0 ms (got {})".format(getattr(self, key)))
+        _check(1 <= self.min_batch <= self.max_batch, "min_batch",
+               "must be between 1 and max_batch {} (got {})".format(self.max_batch, self.min_batch))
+        _check(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes), "batch_sizes",
+               "must be a list of batch sizes >= 1")
+        _check(max(self.batch_sizes) >= self.max_batch, "batch_sizes",
+               "must reach max_batch {} (largest is {})".format(self.max_batch, max(self.batch_sizes)))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """`trtbuild bench`: which backends, at which (batch, sequence) shapes, how long."""
+
+    shapes: Tuple[Tuple[int, int], ...] = ((1, 128), (8, 64), (64, 128))
+    backends: Tuple[str, ...] = BACKENDS
+    warmup: int = 20
+    iterations: int = 100  # timed iterations per repeat
+    repeats: int = 3  # the reported time is the median of the repeats' medians
+    ort_iterations: int = 3  # ONNX Runtime on the CPU is slow: fewer iterations, one repeat
+    torch_python: Optional[str] = None  # interpreter with torch + CUDA (default: /opt/torch/.venv/bin/python or this one)
+    torch_timeout_s: int = 900
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+
+    def __post_init__(self):
+        _check(bool(self.shapes), "shapes", "must name at least one [batch, sequence] shape")
+        for i, (b, s) in enumerate(self.shapes):
+            _check(b >= 1 and s >= 1, "shapes[{}]".format(i), "batch and sequence must be >= 1 (got {})".format([b, s]))
+        for i, name in enumerate(self.backends):
+            _check(name in BACKENDS, "backends[{}]".format(i),
+                   "unknown backend {!r} (known: {})".format(name, ", ".join(BACKENDS)))
+        for key in ("iterations", "repeats", "ort_iterations", "torch_timeout_s"):
+            _check(getattr(self, key) >= 1, key, "must be >= 1 (got {})".format(getattr(self, key)))
+        _check(self.warmup >= 0, "warmup", "must be >= 0 (got {})".format(self.warmup))
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole model config (`configs/<model>.yaml`)."""
 
@@ -180,6 +265,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self):
         top = self.export.max_length
