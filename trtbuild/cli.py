@@ -109,10 +109,12 @@ def _workdir_config(workdir, config_path):
 @click.option("--on-bad-utf8", type=click.Choice(["skip", "fail"]), help="Non-UTF-8 lines: skip them (reported) or fail [default: skip].")
 @click.option("--trt-cache", is_flag=True, default=None, help="Also write a TensorRT <= 10 calibration cache.")
 @click.option("--no-eval", is_flag=True, help="Skip the FP32 vs Q/DQ accuracy check at the end.")
+@click.option("--auto-fallback", is_flag=True, default=None,
+              help="If the verify gate fails, keep the most sensitive layers in float, one at a time, until it passes.")
 @click.option("--from-scales", is_flag=True, help="Only rebuild model.qdq.onnx from model.onnx + an existing scales.json (e.g. on the GPU machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, batch_size, evals, lexicon,
-                  min_slang_coverage, on_bad_utf8, trt_cache, no_eval, from_scales, as_json):
+                  min_slang_coverage, on_bad_utf8, trt_cache, no_eval, auto_fallback, from_scales, as_json):
     """INT8 entropy calibration over a text corpus -> Q/DQ ONNX, scales and a coverage report.
 
     Runs the exported FP32 ONNX in ONNX Runtime (CPU) over the corpus, writes WORKDIR/model.qdq.onnx,
@@ -137,9 +139,12 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
     config = config.replace(data=data, calibrate=ccfg)
     result = calibrate(config, corpus_paths=corpora or None, method=method, exclude=exclude or None,
                        max_texts=max_texts, batch_size=batch_size, on_bad_utf8=on_bad_utf8, trt_cache=trt_cache,
-                       evaluate=not no_eval, progress=_progress, show_bar=not as_json)
+                       evaluate=not no_eval, auto_fallback=auto_fallback, progress=_progress, show_bar=not as_json)
+    failed_fallback = result.fallback is not None and not result.fallback["passed"]
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        if failed_fallback:
+            sys.exit(4)
         return
     click.echo("calibrated {} texts by {} in {:.1f} s (statistics {:.1f} s); {} truncated".format(
         result.texts, result.method, result.seconds, result.calibration_seconds, result.truncated))
@@ -158,6 +163,17 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
                                                            result.accuracy["qdq"]["per_source"][src]))
         click.echo("  {:<44} {:>6.1%} {:>6.1%}".format("all", result.accuracy["fp32"]["accuracy"],
                                                        result.accuracy["qdq"]["accuracy"]))
+    if result.verify:
+        gate = "passed" if result.verify["passed"] else "FAILED ({})".format("; ".join(
+            g["name"] for g in result.verify["gates"] if not g["passed"]))
+        click.echo("verify gate {}: {}".format(gate, result.verify["paths"].get("html", "")))
+    if result.fallback:
+        fb = result.fallback
+        click.echo("fallback: {} node(s) kept in float{}: {}".format(
+            len(fb["unquantized"]), "" if fb["passed"] else " and the gate still fails (budget {})".format(fb["budget"]),
+            ", ".join(fb["unquantized"])))
+    if failed_fallback:
+        sys.exit(4)
 
 
 @cli.command("build")
@@ -200,6 +216,116 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
             r.precision, r.engine, r.engine_bytes / (1 << 20), r.build_seconds, "warm" if r.timing_cache_warm else "cold",
             ", ".join("{} {}".format(k, v) for k, v in sorted(r.layers.items())) or "n/a"))
     click.echo("manifest: {}".format(results[0].manifest))
+
+
+@cli.command("verify")
+@click.argument("workdir", required=False, type=click.Path())
+@click.option("-c", "--config", "config_path", type=click.Path(), help="Model config (names the eval sets and the gate).")
+@click.option("--candidate", "candidates", multiple=True,
+              help="What to check: an .onnx or .engine path, or qdq, int8, fp16, fp32 [default: qdq]; repeatable.")
+@click.option("--eval", "evals", multiple=True, type=click.Path(), help="Labelled eval file(s): jsonl, csv, parquet [default: data.eval].")
+@click.option("--reports", "report_dir", type=click.Path(), help="Where verify-<target>.{json,xml,html} go [default: WORKDIR/reports].")
+@click.option("--max-f1-drop", type=click.FloatRange(min=0), help="Gate: overall macro-F1 drop, points [default: 0.8].")
+@click.option("--max-flip-rate", type=click.FloatRange(0, 1), help="Gate: share of texts whose prediction changes [default: 0.01].")
+@click.option("--max-slice-f1-drop", type=click.FloatRange(min=0), help="Gate: macro-F1 drop of any slice, points [default: 2].")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON on stdout.")
+def verify_cmd(workdir, config_path, candidates, evals, report_dir, max_f1_drop, max_flip_rate, max_slice_f1_drop, as_json):
+    """Accuracy drift of a candidate against the ONNX Runtime FP32 baseline: a CI gate.
+
+    Overall and per slice (eval set, slang vs plain, length bucket, label): accuracy and macro-F1 drop
+    with bootstrap 95% intervals, flip rate, logit difference, KL. Writes JSON, JUnit XML and HTML
+    reports. Exit 0 when every gate passes, 4 when one fails, 1 on bad input.
+    """
+    import contextlib
+    import dataclasses
+
+    from trtbuild.verify import verify
+
+    config = _workdir_config(workdir, config_path)
+    changes = {k: v for k, v in (("max_f1_drop", max_f1_drop), ("max_flip_rate", max_flip_rate),
+                                 ("max_slice_f1_drop", max_slice_f1_drop)) if v is not None}
+    if changes:
+        config = config.replace(verify=dataclasses.replace(config.verify, **changes))
+    with contextlib.redirect_stdout(sys.stderr):  # TensorRT / Polygraphy log with print()
+        reports = verify(config, candidates=candidates or None, eval_paths=evals or None, report_dir=report_dir,
+                         progress=_progress, show_bar=not as_json)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False))
+    else:
+        for r in reports:
+            click.echo(r.summary())
+            click.echo("  {:<26} {:>5} {:>8} {:>8} {:>8}  {:<17} {:>6}".format(
+                "slice", "texts", "F1 base", "F1 cand", "drop", "95% CI", "flips"))
+            for name, m in r.slices.items():
+                ci = m["macro_f1_drop_ci95"]
+                click.echo("  {:<26} {:>5} {:>7.2%} {:>7.2%} {:>+7.2f}  {:<17} {:>6.1%}".format(
+                    name, m["texts"], m["baseline"]["macro_f1"], m["candidate"]["macro_f1"], m["macro_f1_drop_pt"],
+                    "[{:+.2f}, {:+.2f}]".format(*ci) if ci else "", m["flip_rate"]))
+            for g in r.failed_gates():
+                click.echo("  FAILED: " + g.describe())
+            click.echo("  reports: {}".format(", ".join(r.paths[k] for k in ("json", "junit", "html"))))
+    code = max(r.exit_code for r in reports)
+    if code:
+        sys.exit(code)
+
+
+def _shape(text):
+    try:
+        batch, seq = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("{!r}: write a shape as BATCHxSEQ, e.g. 64x128".format(text)) from None
+    if batch < 1 or seq < 1:
+        raise click.BadParameter("{!r}: batch and sequence must be >= 1".format(text))
+    return batch, seq
+
+
+@cli.command("bench")
+@click.argument("workdir", required=False, type=click.Path())
+@click.option("-c", "--config", "config_path", type=click.Path(), help="Model config (buckets, bench settings).")
+@click.option("--backend", "backends", multiple=True,
+              type=click.Choice(["trt-fp16", "trt-int8", "torch-fp32", "torch-fp16", "torch-compile-fp16", "ort-cpu"]),
+              help="Backend to measure; repeatable [default: bench.backends, all of them].")
+@click.option("--shape", "shapes", multiple=True, help="BATCHxSEQ to measure, e.g. 64x128; repeatable [default: bench.shapes].")
+@click.option("--iterations", type=click.IntRange(min=1), help="Timed iterations per repeat [default: 100].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Texts/s of the detailed batching simulation [default: 8000].")
+@click.option("--no-simulate", is_flag=True, help="Skip the dynamic-batching simulation.")
+@click.option("--torch-python", type=click.Path(), help="Interpreter with torch + CUDA for the torch backends.")
+@click.option("--reports", "report_dir", type=click.Path(), help="Where bench-<gpu>.{json,png} go [default: WORKDIR/reports].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simulate, torch_python, report_dir, as_json):
+    """Throughput and latency of the engines beside torch and ONNX Runtime, on the same GPU, in one run.
+
+    Per (batch, sequence) shape and backend: median time and p50/p95/p99, with inputs on the GPU
+    (device) and with host copies (e2e); plus the seed's dynamic batching (length buckets, 20 ms
+    timeout, min batch 8) simulated on measured times. Writes reports/bench-<gpu>.json and a PNG.
+    """
+    import contextlib
+    import dataclasses
+
+    from trtbuild.bench import benchmark
+
+    config = _workdir_config(workdir, config_path)
+    bcfg = config.bench
+    changes = {}
+    if iterations:
+        changes["iterations"] = iterations
+    if torch_python:
+        changes["torch_python"] = torch_python
+    if rate:
+        changes["simulate"] = dataclasses.replace(bcfg.simulate, rate=rate)
+    if changes:
+        config = config.replace(bench=dataclasses.replace(bcfg, **changes))
+    parsed = [_shape(s) for s in shapes]
+    with contextlib.redirect_stdout(sys.stderr):  # TensorRT / Polygraphy log with print()
+        report = benchmark(config, backends=backends or None, shapes=parsed or None,
+                           simulate_traffic=not no_simulate, report_dir=report_dir, progress=_progress,
+                           show_bar=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo("bench {} on {} ({:.0f} s)".format(report.config_name, report.device.get("gpu") or "CPU", report.seconds))
+    click.echo(report.table())
+    click.echo("reports: {}".format(", ".join(report.paths.values())))
 
 
 @cli.command("inspect")

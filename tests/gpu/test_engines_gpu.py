@@ -111,3 +111,22 @@ def test_inspect_engine(built):
     inputs = [t for t in info["tensors"] if t["mode"] == "INPUT"]
     assert inputs and all(len(t["profiles"]) == 3 for t in inputs)
     assert info["layers"]
+
+
+def test_bench_times_both_engines_beside_ort(built, tmp_path):
+    from trtbuild.bench import benchmark
+    from trtbuild.config import BenchConfig
+
+    config, work, results = built
+    config = config.replace(bench=BenchConfig(shapes=((1, 16), (8, 64)), backends=("trt-fp16", "trt-int8", "ort-cpu"),
+                                              warmup=2, iterations=5, repeats=2, ort_iterations=1))
+    report = benchmark(config, simulate_traffic=False, report_dir=str(tmp_path))
+    for backend in ("trt-fp16", "trt-int8"):
+        for batch, seq in ((1, 16), (8, 64)):
+            for mode in ("device", "e2e"):
+                r = report.lookup(backend, batch, seq, mode)
+                assert r and r["ms"] > 0 and r["iterations"] == 10, (backend, batch, seq, mode)
+        assert report.memory[backend]["engine_file_bytes"] == os.path.getsize(
+            os.path.join(os.path.dirname(results[0].engine), backend.split("-")[1] + ".engine"))
+    assert report.device["tensorrt"] and report.device["gpu"]
+    assert os.path.isfile(report.paths["json"])
