@@ -84,5 +84,18 @@ e5-both)  # issue 7 on the default model: both engines built side by side (their
   timeout 120 $TRTPY -m trtbuild verify --config $C --candidate fp16 --candidate int8 --candidate qdq --reports "$OUT/e5-verify" \
     > "$OUT/e5-verify.txt" 2> "$OUT/e5-verify.log"; echo "verify exit $?"; cat "$OUT/e5-verify.txt"
   ;;
+static)  # issue 9 experiment: one static 64x128 profile for the FP16 engine, benched beside torch.compile
+  rm -rf out/bb-static && cp -r out/bert-base-zh out/bb-static && rm -rf out/bb-static/engines out/bb-static/reports
+  C=docs/results/exp/bert-base-static.yaml
+  timeout 300 $TRTPY -m trtbuild build --config $C --json > "$OUT/static-fp16.json" 2> "$OUT/static-fp16.log"; grep '^built' "$OUT/static-fp16.log"
+  timeout 240 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/static-bench.txt" 2> "$OUT/static-bench.log"; cat "$OUT/static-bench.txt"
+  ;;
+seqstatic)  # issue 9 experiment: per-bucket profiles with a fixed sequence length, FP16 and INT8, benched beside torch.compile
+  rm -rf out/bb-seqstatic && cp -r out/bert-base-zh out/bb-seqstatic && rm -rf out/bb-seqstatic/engines out/bb-seqstatic/reports
+  C=docs/results/exp/bert-base-seqstatic.yaml
+  timeout 200 $TRTPY -m trtbuild build --config $C --json > "$OUT/seqstatic-fp16.json" 2> "$OUT/seqstatic-fp16.log"; grep '^built' "$OUT/seqstatic-fp16.log"
+  timeout 200 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/seqstatic-int8.json" 2> "$OUT/seqstatic-int8.log"; grep '^built' "$OUT/seqstatic-int8.log"
+  timeout 160 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/seqstatic-bench.txt" 2> "$OUT/seqstatic-bench.log"; cat "$OUT/seqstatic-bench.txt"
+  ;;
 *) echo "usage: $0 tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench"; exit 2;;
 esac
