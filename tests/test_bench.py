@@ -130,7 +130,7 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
                         ("torch-fp32", 1, 16, "device"), ("torch-fp32", 1, 16, "e2e"),
                         ("torch-fp32", 4, 32, "device"), ("torch-fp32", 4, 32, "e2e")}
     for r in report["results"]:
-        assert r["ms"] > 0 and r["seq_per_s"] == pytest.approx(r["batch"] * 1e3 / r["ms"], rel=1e-3)
+        assert r["ms"] > 0 and r["seq_per_s"] == pytest.approx(r["batch"] * 1e3 / r["ms"], rel=1e-3, abs=0.06)
         assert r["iterations"] == (2 if r["backend"] == "ort-cpu" else 6)
     assert "no fp16 engine" in report["skipped"]["trt-fp16"] and "no int8 engine" in report["skipped"]["trt-int8"]
     assert "CUDA" in report["skipped"]["torch-fp16"] and "CUDA" in report["skipped"]["torch-compile-fp16"]

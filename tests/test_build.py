@@ -28,6 +28,9 @@ def test_one_profile_per_bucket():
         {"min": [1, 129], "opt": [64, 256], "max": [64, 256]},
     ]
     assert bucket_profiles([32], max_batch=64, opt_batch=8)[0].opt == (8, 32)
+    fixed = bucket_profiles([32, 64], max_batch=64, fixed_sequence=True)
+    assert [p.to_dict() for p in fixed] == [{"min": [1, 32], "opt": [64, 32], "max": [64, 32]},
+                                            {"min": [1, 64], "opt": [64, 64], "max": [64, 64]}]
 
 
 def test_config_profiles_explicit_or_from_buckets():
@@ -46,6 +49,31 @@ def test_pick_profile():
     assert pick_profile(profiles, 8, 128) == 2
     assert pick_profile(profiles, 65, 32) is None
     assert pick_profile(profiles, 1, 129) is None
+
+
+def test_fixed_sequence_profiles_pad_the_batch_to_its_bucket():
+    import numpy as np
+
+    from trtbuild.build import fit_profile, pad_sequence
+
+    profiles = bucket_profiles([32, 64, 128], max_batch=64, fixed_sequence=True)
+    assert fit_profile(profiles, 8, 32) == (0, 32)
+    assert fit_profile(profiles, 8, 7) == (0, 32)
+    assert fit_profile(profiles, 3, 33) == (1, 64)
+    assert fit_profile(profiles, 1, 129) is None and fit_profile(profiles, 65, 32) is None
+    assert fit_profile(bucket_profiles([32, 64], max_batch=8), 2, 40) == (1, 40)  # ranges: no padding
+    feeds = {"input_ids": np.array([[5, 6, 7]]), "attention_mask": np.array([[1, 1, 0]])}
+    padded = pad_sequence(feeds, 5)
+    assert padded["input_ids"].tolist() == [[5, 6, 7, 0, 0]] and padded["attention_mask"].tolist() == [[1, 1, 0, 0, 0]]
+    with pytest.raises(TrtbuildError, match="no attention_mask"):
+        pad_sequence({"input_ids": np.array([[5]])}, 4)
+
+
+def test_default_build_fixes_the_sequence_per_bucket():
+    config = config_from_dict({"model": {"name": "m"}, "build": {"max_batch": 16}})
+    assert [(p.min, p.max) for p in config_profiles(config, max_length=64)] == [((1, 32), (16, 32)), ((1, 64), (16, 64))]
+    config = config_from_dict({"model": {"name": "m"}, "build": {"max_batch": 16, "fixed_sequence": False}})
+    assert [p.min for p in config_profiles(config, max_length=64)] == [(1, 1), (1, 33)]
 
 
 def test_profiles_from_corpus_lengths():

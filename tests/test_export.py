@@ -139,3 +139,21 @@ def test_reexport_replaces_files_atomically(tiny_checkpoint, tiny_checkpoint_no_
     assert result.inputs == ["input_ids", "attention_mask"]
     assert listing(workdir) == sorted(["export.json", "labels.json", "model.onnx", "tokenizer/",
                                        "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"])
+
+
+def test_additive_mask_export_matches_the_model_and_drops_the_mask_construction(tiny_checkpoint, tmp_path):
+    # issue 9: the [batch, 1, 1, seq] additive mask instead of transformers' [batch, 1, seq, seq] And/Expand/Where
+    import onnx
+
+    plain = export(tiny_checkpoint, str(tmp_path / "plain"))
+    additive = export(tiny_checkpoint, str(tmp_path / "additive"), mask="additive")
+    ops = lambda r: {n.op_type for n in onnx.load(r.onnx).graph.node}  # noqa: E731
+    assert {"Where", "Expand"} <= ops(plain) and not {"Where", "Expand", "And"} & ops(additive)
+    rng = np.random.default_rng(5)
+    mask = np.ones((3, 12), dtype=np.int64)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0  # padded rows: the mask matters
+    feeds = {"input_ids": rng.integers(5, 300, size=(3, 12)).astype(np.int64), "attention_mask": mask,
+             "token_type_ids": np.zeros((3, 12), dtype=np.int64)}
+    ref, got = torch_and_ort(tiny_checkpoint, additive.onnx, feeds)
+    assert np.abs(ref - got).max() < 1e-4

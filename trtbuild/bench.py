@@ -240,14 +240,14 @@ class TrtTimer:
     def __init__(self, path):
         from polygraphy import cuda
 
-        from trtbuild.build import check_engine, gpu_info, import_tensorrt, pick_profile
+        from trtbuild.build import check_engine, fit_profile, gpu_info, import_tensorrt, pad_sequence
         from trtbuild.config import ProfileConfig
 
         trt = import_tensorrt()
         self.trt = trt
         self.cuda = cuda
         self.entry = check_engine(path, gpu_info(), trt.__version__)
-        self._pick = pick_profile
+        self._fit, self._pad = fit_profile, pad_sequence
         self.profiles = [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                          for p in self.entry.get("profiles", [])]
         free_before = gpu_memory()[0]
@@ -275,10 +275,13 @@ class TrtTimer:
 
         batch, seq = feeds[self.inputs[0]].shape
         if self.profiles:
-            index = self._pick(self.profiles, batch, seq)
-            if index is None:
+            fit = self._fit(self.profiles, batch, seq)
+            if fit is None:
                 raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles; rebuild with matching "
                                     "build.profiles or bench another shape".format(batch, seq))
+            index, padded = fit
+            if padded != seq:  # timed as the engine runs it: padded to its profile's sequence
+                feeds = self._pad({n: feeds[n] for n in self.inputs}, padded)
             if index != self.profile:
                 self.context.set_optimization_profile_async(index, self.stream.ptr)
                 self.stream.synchronize()

@@ -45,18 +45,20 @@ def _noop(msg):
 # ---------------------------------------------------------------------------------------------
 # Profiles
 
-def bucket_profiles(buckets, max_batch, opt_batch=None):
-    """One profile per bucket: sequences (previous bucket, bucket], batch 1..max_batch, opt at the
-    bucket's length (the runner pads a batch to its bucket) and `opt_batch` (default max_batch)."""
+def bucket_profiles(buckets, max_batch, opt_batch=None, fixed_sequence=False):
+    """One profile per bucket: batch 1..max_batch, opt at the bucket's length and `opt_batch` (default
+    max_batch); sequences (previous bucket, bucket], or exactly the bucket with `fixed_sequence` (the
+    runner pads a batch to its bucket; TensorRT 8.6 runs a fixed sequence much faster, docs/results/perf-log.md)."""
     opt_batch = min(opt_batch or max_batch, max_batch)
     out, low = [], 1
     for b in sorted(buckets):
-        out.append(ProfileConfig(min=(1, low), opt=(opt_batch, b), max=(max_batch, b)))
+        out.append(ProfileConfig(min=(1, b if fixed_sequence else low), opt=(opt_batch, b), max=(max_batch, b)))
         low = b + 1
     return out
 
 
-def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0.95, 1.0), multiple=8):
+def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0.95, 1.0), multiple=8,
+                          fixed_sequence=False):
     """Buckets from a corpus's token-length histogram: upper edges at the given quantiles, rounded up
     to a multiple of 8 and capped at max_length; then one profile per bucket."""
     import numpy as np
@@ -70,14 +72,14 @@ def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0
         edge = max(multiple, min(edge, max_length))
         if not edges or edge > edges[-1]:
             edges.append(edge)
-    return edges, bucket_profiles(edges, max_batch)
+    return edges, bucket_profiles(edges, max_batch, fixed_sequence=fixed_sequence)
 
 
 def config_profiles(config, max_length):
     if config.build.profiles:
         return list(config.build.profiles)
     buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
-    return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch)
+    return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch, config.build.fixed_sequence)
 
 
 def pick_profile(profiles, batch, sequence):
@@ -86,6 +88,36 @@ def pick_profile(profiles, batch, sequence):
         if p.min[0] <= batch <= p.max[0] and p.min[1] <= sequence <= p.max[1]:
             return i
     return None
+
+
+def fit_profile(profiles, batch, sequence):
+    """(profile index, sequence length to pad to) for a batch: the profile that holds it as it is, else the
+    one that holds it after the least padding of the sequence (a fixed-sequence bucket profile); or None."""
+    exact = pick_profile(profiles, batch, sequence)
+    if exact is not None:
+        return exact, sequence
+    best = None
+    for i, p in enumerate(profiles):
+        if p.min[0] <= batch <= p.max[0] and p.max[1] >= sequence:
+            padded = max(sequence, p.min[1])
+            if best is None or padded < best[1]:
+                best = (i, padded)
+    return best
+
+
+def pad_sequence(feeds, length):
+    """Pad every [batch, seq] input to `length` positions: token ids and types 0, attention mask 0 (padded
+    positions are masked out, so the logits do not change). Needs an attention_mask input."""
+    import numpy as np
+
+    if "attention_mask" not in feeds:
+        raise TrtbuildError("this engine's profiles need the sequence padded, and the model has no attention_mask "
+                            "input to mask the padding; rebuild with build.fixed_sequence: false")
+    out = {}
+    for name, arr in feeds.items():
+        extra = length - arr.shape[1]
+        out[name] = np.pad(arr, ((0, 0), (0, extra))) if extra > 0 else arr
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -381,7 +381,8 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
 
     progress("[3/5] activation statistics with ONNX Runtime (CPU)")
     model = onnx.load(wd.onnx)
-    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual)
+    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
+                    quantize_attention=ccfg.quantize_attention)
     if not plan.activations:
         raise TrtbuildError("nothing to quantize in {} (all MatMul/Gemm excluded?)".format(wd.onnx))
     t_stats = time.perf_counter()
@@ -412,7 +413,7 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
         "onnx_sha256": record["sha256"]["onnx"],
     }
     stats = {name: (float(h.max_abs), int(h.count)) for name, h in hists.items()}
-    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg.quantize_residual, act_amax, w_amax, scales, stats)
+    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales, stats)
     cache_path = None
     if trt_cache:
         cache_path = wd.path(CACHE_NAME)
@@ -438,9 +439,10 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
                                            show_bar=show_bar)
                 if fallback["unquantized"]:
                     exclude = tuple(exclude) + tuple(_exact(n) for n in fallback["unquantized"])
-                    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual)
+                    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
+                                    quantize_attention=ccfg.quantize_attention)
                     scales["fallback"] = fallback
-                    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg.quantize_residual, act_amax, w_amax, scales,
+                    qdq_path = _write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales,
                                           stats)
                     report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
                     progress("  after the fallback: " + report.summary())
@@ -463,14 +465,15 @@ def _exact(name):
     return glob.escape(name)
 
 
-def _write_qdq(wd, model, plan, exclude, quantize_residual, act_amax, w_amax, scales, stats):
+def _write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales, stats):
     """Write model.qdq.onnx and scales.json (placement and per-tensor records from `plan`); returns the ONNX path."""
     import onnx
 
     qdq = build_qdq_model(model, plan, act_amax, w_amax)
     onnx.checker.check_model(qdq)
     scales = dict(scales)
-    scales["placement"] = {"quantize_residual": quantize_residual, "exclude": list(exclude)}
+    scales["placement"] = {"quantize_residual": ccfg.quantize_residual,
+                           "quantize_attention": ccfg.quantize_attention, "exclude": list(exclude)}
     scales["activations"] = {name: {"amax": act_amax[name], "scale": act_amax[name] / 127.0,
                                     "max_abs": stats[name][0], "count": stats[name][1],
                                     "consumers": [n for n, _ in plan.activations[name]]}
@@ -515,12 +518,13 @@ def fallback_search(config, model, exclude, act_amax, w_amax, evalset, first_rep
 
     def logits_for(extra, on):
         plan = plan_qdq(model, exclude=tuple(exclude) + tuple(_exact(n) for n in extra),
-                        quantize_residual=ccfg.quantize_residual)
+                        quantize_residual=ccfg.quantize_residual, quantize_attention=ccfg.quantize_attention)
         data = build_qdq_model(model, plan, act_amax, w_amax).SerializeToString()
         with OrtRunner(data) as runner:
             return run_candidate(on, "Q/DQ variant", vcfg.batch_size, runner=runner)
 
-    nodes = list(plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual).quantized_nodes)
+    nodes = list(plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
+                          quantize_attention=ccfg.quantize_attention).quantized_nodes)
     rng = np.random.default_rng(ccfg.sample_seed)
     rows = np.sort(rng.choice(len(evalset), size=min(ccfg.fallback_texts, len(evalset)), replace=False))
     sub = evalset.subset(rows)
@@ -583,7 +587,8 @@ def qdq_from_scales(workdir, progress=_noop):
     model = onnx.load(wd.onnx)
     placement = scales.get("placement", {})
     plan = plan_qdq(model, exclude=tuple(placement.get("exclude", ())),
-                    quantize_residual=placement.get("quantize_residual", False))
+                    quantize_residual=placement.get("quantize_residual", False),
+                    quantize_attention=placement.get("quantize_attention", False))
     if sorted(plan.activations) != sorted(scales["activations"]):
         raise TrtbuildError("{} does not match the Q/DQ placement of {}; re-run `trtbuild calibrate`".format(
             path, wd.onnx))

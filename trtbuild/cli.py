@@ -202,7 +202,8 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
         record = check_export(config.workdir)
         corpus = load_corpus([profiles_from], config.data.text_column, config.data.label_column)
         tok = tokenize_into_buckets(_load_tokenizer(config.workdir), corpus.texts, [record["max_length"]])
-        edges, profiles = profiles_from_lengths(tok.lengths, record["max_length"], config.build.max_batch)
+        edges, profiles = profiles_from_lengths(tok.lengths, record["max_length"], config.build.max_batch,
+                                                 fixed_sequence=config.build.fixed_sequence)
         _progress("profiles from {} ({} texts): buckets {}".format(profiles_from, len(corpus), edges))
     import contextlib
 

@@ -54,6 +54,10 @@ class ExportConfig:
     short_length: int = 8  # validated sequence lengths: this one and max_length
     attn_implementation: str = "eager"  # the attention code traced into the ONNX: eager or sdpa
     inputs: Optional[Tuple[str, ...]] = None  # default: the tokenizer's model inputs
+    # attention mask in the graph: "model" traces the model's own mask code (transformers 5 builds a
+    # [batch, 1, seq, seq] mask from And/Expand/Where with finfo.min); "additive" feeds it the classic
+    # [batch, 1, 1, seq] additive mask (1 - mask) * -10000, finite in FP16 (same logits)
+    mask: str = "model"
 
     def __post_init__(self):
         _check(13 <= self.opset <= 21, "opset", "must be between 13 and 21 (got {})".format(self.opset))
@@ -64,6 +68,7 @@ class ExportConfig:
         for i, b in enumerate(self.validate_batches):
             _check(b >= 1, "validate_batches[{}]".format(i), "must be >= 1 (got {})".format(b))
         _check(self.short_length >= 2, "short_length", "must be >= 2 (got {})".format(self.short_length))
+        _check(self.mask in ("model", "additive"), "mask", "must be 'model' or 'additive' (got {!r})".format(self.mask))
         _check(self.attn_implementation in ("eager", "sdpa"), "attn_implementation",
                "must be 'eager' or 'sdpa' (got {!r})".format(self.attn_implementation))
         if self.inputs is not None:
@@ -106,6 +111,7 @@ class CalibrateConfig:
     sample_seed: int = 0
     exclude: Tuple[str, ...] = ()  # node-name patterns (fnmatch) kept in float
     quantize_residual: bool = False  # measured: -20 pt accuracy on the default model with entropy
+    quantize_attention: bool = False  # Q/DQ on both inputs of Q.K^T and P.V (TensorRT's int8 attention)
     min_slang_coverage: Optional[float] = None  # gate: share of the eval set's slang the corpus covers
     on_bad_utf8: str = "skip"  # skip | fail
     trt_cache: bool = False  # also write a TensorRT <= 10 calibration cache
@@ -161,6 +167,9 @@ class BuildConfig:
     profiles: Tuple[ProfileConfig, ...] = ()  # empty: one profile per data bucket
     workspace_mib: int = 4096
     optimization_level: Optional[int] = None  # builder optimization level 0-5; default TensorRT's (3)
+    # bucket profiles with the sequence fixed at the bucket length (inputs padded to it) instead of the
+    # range (previous bucket, bucket]: TensorRT 8.6 runs BERT-base 25 % faster (docs/results/perf-log.md)
+    fixed_sequence: bool = True
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))

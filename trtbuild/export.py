@@ -228,8 +228,10 @@ def model_inputs(tokenizer, model, configured=None):
     return chosen
 
 
-def _make_wrapper(torch, model, input_names):
-    """A module taking the inputs by position that calls the model by keyword and returns logits."""
+def _make_wrapper(torch, model, input_names, mask="model"):
+    """A module taking the inputs by position that calls the model by keyword and returns logits.
+    mask="additive": the 2-D attention mask becomes the [batch, 1, 1, seq] additive mask
+    (1 - mask) * -10000 before the model sees it (transformers passes a 4-D mask through as-is)."""
 
     class ExportWrapper(torch.nn.Module):
         def __init__(self, inner, names):
@@ -238,7 +240,11 @@ def _make_wrapper(torch, model, input_names):
             self.names = list(names)
 
         def forward(self, *args):
-            return self.inner(**dict(zip(self.names, args))).logits
+            feeds = dict(zip(self.names, args))
+            if mask == "additive" and "attention_mask" in feeds:
+                m = feeds["attention_mask"][:, None, None, :].to(torch.float32)
+                feeds["attention_mask"] = (1.0 - m) * -10000.0
+            return self.inner(**feeds).logits
 
     return ExportWrapper(model, input_names).eval()
 
@@ -315,7 +321,7 @@ def export_onnx(config, force=False, progress=_noop):
     torch, transformers, onnx, onnxruntime = _import_torch_stack()
     tokenizer, model = load_checkpoint(info, ecfg.attn_implementation)
     input_names = model_inputs(tokenizer, model, ecfg.inputs)
-    wrapper = _make_wrapper(torch, model, input_names)
+    wrapper = _make_wrapper(torch, model, input_names, ecfg.mask)
     vocab_size = int(model.config.vocab_size)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     labels = [id2label.get(i, "LABEL_{}".format(i)) for i in range(int(model.config.num_labels))]
@@ -337,7 +343,8 @@ def export_onnx(config, force=False, progress=_noop):
         onnx.checker.check_model(tmp_onnx)
 
         progress("[3/4] validating ONNX Runtime against PyTorch (tolerance {:g})".format(ecfg.tolerance))
-        checks = validate_parity(tmp_onnx, wrapper, tokenizer, vocab_size, input_names,
+        # the reference is the model's own forward (its own mask code), whatever the exported graph does
+        checks = validate_parity(tmp_onnx, _make_wrapper(torch, model, input_names), tokenizer, vocab_size, input_names,
                                  ecfg.validate_batches, lengths, ecfg.tolerance, progress)
         bad = [c for c in checks if not c.ok]
         if bad:

@@ -68,7 +68,7 @@ class OrtRunner:
 
 class TrtRunner:
     def __init__(self, path, check=True):
-        from trtbuild.build import check_engine, gpu_info, import_tensorrt, pick_profile
+        from trtbuild.build import check_engine, fit_profile, gpu_info, import_tensorrt, pad_sequence
         from trtbuild.config import ProfileConfig
 
         trt = import_tensorrt()
@@ -83,7 +83,7 @@ class TrtRunner:
         self.path = path
         self.entry = entry
         self.engine = engine
-        self._pick = pick_profile
+        self._fit, self._pad = fit_profile, pad_sequence
         self.profiles = [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                          for p in entry.get("profiles", [])]
         self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
@@ -97,11 +97,14 @@ class TrtRunner:
     def infer(self, feeds):
         batch, seq = feeds[self.input_names[0]].shape
         if self.profiles:
-            index = self._pick(self.profiles, batch, seq)
-            if index is None:
+            fit = self._fit(self.profiles, batch, seq)
+            if fit is None:
                 raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles ({}); rebuild with "
                                     "matching build.profiles".format(batch, seq, ", ".join(
                                         "{}..{}".format(p.min, p.max) for p in self.profiles)))
+            index, padded = fit
+            if padded != seq:
+                feeds = self._pad({n: feeds[n] for n in self.input_names}, padded)
             if index != self.profile:
                 self.runner.set_profile(index)
                 self.profile = index

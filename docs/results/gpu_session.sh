@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
-#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench
+#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
 # Everything a step writes goes to /tmp/res/<step> and comes back as one $OUT/<step>.tgz (the device
 # tool returns at most 8 files a call).
-FINAL=${OUT:-/tmp/out}; OUT=/tmp/res/${1:-none}; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
-trap 'tar -czf "$FINAL/${1:-none}.tgz" -C "$OUT" . && ls -la "$FINAL"' EXIT
+STEP=${1:-none}${2:+-$2}
+FINAL=${OUT:-/tmp/out}; OUT=/tmp/res/$STEP; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
+trap 'tar -czf "$FINAL/$STEP.tgz" -C "$OUT" . && ls -la "$FINAL"' EXIT
 TORCHPY=/opt/torch/.venv/bin/python
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p /tmp/site /tmp/site39
@@ -97,5 +98,19 @@ seqstatic)  # issue 9 experiment: per-bucket profiles with a fixed sequence leng
   timeout 200 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/seqstatic-int8.json" 2> "$OUT/seqstatic-int8.log"; grep '^built' "$OUT/seqstatic-int8.log"
   timeout 160 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/seqstatic-bench.txt" 2> "$OUT/seqstatic-bench.log"; cat "$OUT/seqstatic-bench.txt"
   ;;
-*) echo "usage: $0 tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench"; exit 2;;
+prep9)  # issue 9: the BERT-base model, then export + calibrate each experiment's work directory
+  [ -f models/bert-base-zh/config.json ] || $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
+  for e in ${2:-e2b e3 e4}; do
+    C=docs/results/exp/bb-$e.yaml
+    $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/$e-export.json" && \
+    $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -2
+  done
+  ;;
+exp)  # issue 9: build one experiment's engines and bench them: gpu_session.sh exp NAME [fp16|int8|both]
+  C=docs/results/exp/bb-$2.yaml
+  case "${3:-both}" in fp16) FLAGS="";; int8) FLAGS="--int8 --no-fp16";; *) FLAGS="--int8";; esac
+  timeout ${BUILD_TIMEOUT:-300} $TRTPY -m trtbuild build --config $C $FLAGS --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
+  timeout 150 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
+  ;;
+*) echo "usage: $0 tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME [fp16|int8|both]"; exit 2;;
 esac
