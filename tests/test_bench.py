@@ -156,3 +156,17 @@ def test_bench_bad_input(bench_work, tmp_path):
     result = invoke("bench", work, "-c", config, "--backend", "torch-fp32", "--no-simulate",
                     "--torch-python", str(tmp_path / "no-python"))
     assert result.exit_code == 1 and "torch interpreter" in result.stderr and "not found" in result.stderr
+
+
+def test_simulation_ends_at_low_rates_far_into_simulated_time():
+    # 20,000 requests at 1/s run ~20,000 s of simulated time: the timeout test must not drift with float rounding
+    sim = SimulateConfig(rate=1, timeout_ms=10)
+    result = simulate(arrivals(1.0, [20], sim.requests, 0), flat_table(1.0), BUCKETS, sim)
+    assert len(result["latency_ms"]) == sim.requests and max(result["latency_ms"]) == pytest.approx(11.0)
+
+
+def test_sustained_rate_never_exceeds_what_the_gpu_can_serve():
+    table = {256: {1: 1.0, 64: 8.24}}  # at best 64 texts per 8.24 ms = 7,767 texts/s
+    sim = SimulateConfig()
+    rate = sustained_rate([200] * 10, table, [256], sim)
+    assert 0.8 * 64 / 8.24e-3 < rate <= 1.02 * 64 / 8.24e-3

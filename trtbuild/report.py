@@ -47,8 +47,8 @@ def drop_chart(names, drops, cis, limit_overall, limit_slice):
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(names) + 1.2))
     y = list(range(len(names)))[::-1]
     colors = ["#c1554a" if d > (limit_overall if n == "all" else limit_slice) else "#4a7fc1" for n, d in zip(names, drops)]
-    lo = [d - c[0] if c else 0 for d, c in zip(drops, cis)]
-    hi = [c[1] - d if c else 0 for d, c in zip(drops, cis)]
+    lo = [max(0.0, d - c[0]) if c else 0 for d, c in zip(drops, cis)]
+    hi = [max(0.0, c[1] - d) if c else 0 for d, c in zip(drops, cis)]
     ax.barh(y, drops, color=colors, xerr=[lo, hi], ecolor="#555", capsize=2)
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
