@@ -47,7 +47,7 @@ def test_configs_are_frozen():
 def test_unknown_key_named_with_its_path():
     assert error_of({"model": {"name": "m"}, "export": {"opset": 17, "opsett": 18}}) == \
         "export.opsett: unknown key (known: opset, max_length, tolerance, validate_batches, short_length, " \
-        "attn_implementation, inputs)"
+        "attn_implementation, inputs, mask)"
     assert error_of({"model": {"name": "m"}, "exprot": {}}).startswith("exprot: unknown key")
 
 

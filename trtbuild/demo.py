@@ -74,6 +74,11 @@ def run_demo(config):
     scales_path = wd.path("scales.json")
     current = (os.path.isfile(scales_path) and os.path.isfile(wd.path("model.qdq.onnx"))
                and read_json(scales_path).get("onnx_sha256") == record["sha256"]["onnx"])
+    if current:  # the same export, but a placement the config no longer asks for: calibrate again
+        placement = read_json(scales_path).get("placement", {})
+        ccfg = config.calibrate
+        current = (placement.get("quantize_residual", False) == ccfg.quantize_residual
+                   and placement.get("quantize_attention", False) == ccfg.quantize_attention)
     if not config.data.calibration:
         summary["steps"]["calibrate"] = "skipped: the config names no data.calibration corpus"
     elif current:

@@ -112,5 +112,19 @@ exp)  # issue 9: build one experiment's engines and bench them: gpu_session.sh e
   timeout ${BUILD_TIMEOUT:-300} $TRTPY -m trtbuild build --config $C $FLAGS --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
   timeout 150 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
   ;;
+same-run)  # issue 9: the best FP16 engine (e3) and the best INT8 engine (e4) benched in one run beside torch
+  A=out/bb-e4/engines/sm90-trt8.6.0; cp out/bb-e3/engines/sm90-trt8.6.0/fp16.engine $A/
+  $TRTPY -c "import json; a=json.load(open('$A/manifest.json')); b=json.load(open('out/bb-e3/engines/sm90-trt8.6.0/manifest.json')); a['engines']['fp16.engine']=b['engines']['fp16.engine']; json.dump(a, open('$A/manifest.json','w'), indent=2)"
+  timeout 200 $TRTPY -m trtbuild bench --config docs/results/exp/bb-e4.yaml --backend trt-fp16 --backend trt-int8 --backend torch-fp16 \
+    --backend torch-compile-fp16 --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
+  ;;
+e5-att)  # issue 9 on the default model: the INT8 engine with the attention core quantized (the new default), verified
+  W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml
+  bash .carry/e5/join.sh finish /tmp/e5 && mkdir -p out && rm -rf $W && cp -r /tmp/e5/zh-sentiment-e5-small $W
+  $TRTPY -m trtbuild calibrate --config $C --from-scales
+  timeout 330 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/e5-int8.json" 2> "$OUT/e5-int8.log"; grep -h '^built' "$OUT/e5-int8.log"
+  timeout 120 $TRTPY -m trtbuild verify --config $C --candidate int8 --candidate qdq --reports "$OUT/e5-verify" \
+    > "$OUT/e5-verify.txt" 2> "$OUT/e5-verify.log"; echo "verify exit $?"; cat "$OUT/e5-verify.txt"
+  ;;
 *) echo "usage: $0 tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME [fp16|int8|both]"; exit 2;;
 esac
