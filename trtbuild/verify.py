@@ -89,8 +89,9 @@ class EvalSet:
 
         out = {"all": np.ones(len(self), dtype=bool)}
         src = np.asarray(self.sources)
-        for s in sorted(set(self.sources)):
-            out["set:" + _short_source(s)] = src == s
+        sources = sorted(set(self.sources))
+        for s in sources:
+            out["set:" + _short_source(s, sources)] = src == s
         if self.slang is not None:
             out["text:slang"] = self.slang.copy()
             out["text:plain"] = ~self.slang
@@ -101,10 +102,20 @@ class EvalSet:
         return out
 
 
-def _short_source(path):
-    """`calibration_data/slang/eval.jsonl` -> `slang/eval.jsonl`: the last two path parts."""
+def _short_source(path, others=()):
+    """`calibration_data/slang/eval.jsonl` -> `slang/eval.jsonl`: the last two path parts, or as many more
+    as it takes to tell it apart from the other eval files."""
     parts = os.path.normpath(path).split(os.sep)
-    return "/".join(parts[-2:])
+    others = [os.path.normpath(o).split(os.sep) for o in others if o != path]
+    keep = 2
+    while keep < len(parts) and any(o[-keep:] == parts[-keep:] for o in others):
+        keep += 1
+    return "/".join(parts[-keep:])
+
+
+def _xml_text(text):
+    """Drop the characters XML 1.0 cannot hold (control characters other than tab and newlines)."""
+    return "".join(c for c in str(text) if c in "\t\n\r" or ord(c) >= 0x20)
 
 
 def _label_ids(corpus, label_names, paths, label_column):
@@ -446,7 +457,14 @@ class VerifyReport:
         }
 
     def to_junit(self):
-        from xml.sax.saxutils import escape, quoteattr
+        from xml.sax.saxutils import escape as _escape
+        from xml.sax.saxutils import quoteattr as _quoteattr
+
+        def escape(text):
+            return _escape(_xml_text(text))
+
+        def quoteattr(text):
+            return _quoteattr(_xml_text(text))
 
         cases = []
         gated = {g.slice: g for g in self.gates if g.slice is not None}
