@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from trtbuild.errors import NoGpuError, TrtbuildError
 
@@ -720,9 +720,8 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
         except ImportError:
             skipped["ort-cpu"] = "onnxruntime is not installed here; pip install onnxruntime"
     if ort is not None:
-        onnxruntime = ort
         with OrtRunner(wd.onnx) as runner:
-            device["onnxruntime"] = onnxruntime.__version__
+            device["onnxruntime"] = ort.__version__
             for bs, s in shapes:
                 feeds = _sample_inputs(runner.input_names, bs, s, vocab)
                 stats = timing_stats(time_calls(lambda: runner.infer(feeds), 1, bcfg.ort_iterations, 1), bs)
@@ -737,7 +736,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
         result["service_ms"] = {str(b): {str(k): v for k, v in sorted(row.items())} for b, row in table.items()}
         simulations.append(result)
 
-    info = {"config": config.bench.__class__.__name__, "shapes": [list(x) for x in shapes], "backends": backends,
+    info = {"shapes": [list(x) for x in shapes], "backends": backends,
             "warmup": bcfg.warmup, "iterations": bcfg.iterations, "repeats": bcfg.repeats,
             "ort_iterations": bcfg.ort_iterations, "vocab_size": vocab, "workdir": config.workdir}
     if simulate_traffic:
@@ -746,7 +745,6 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                             "batch_sizes": list(sim.batch_sizes), "buckets": buckets, "eval_texts": len(lengths),
                             "mean_length": round(sum(lengths) / len(lengths), 1),
                             "mean_length_truncated": round(sum(min(x, buckets[-1]) for x in lengths) / len(lengths), 1)}
-    del info["config"]
     report = BenchReport(config_name=config.model.name, device=device, results=results, simulations=simulations,
                          memory=memory, skipped=skipped, info=info, seconds=round(time.perf_counter() - start, 1))
     if not results:
