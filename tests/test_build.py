@@ -15,7 +15,7 @@ from trtbuild.build import (
     pick_profile,
     profiles_from_lengths,
 )
-from trtbuild.config import ProfileConfig, config_from_dict
+from trtbuild.config import ConfigError, ProfileConfig, config_from_dict
 from trtbuild.errors import TrtbuildError
 
 
@@ -67,6 +67,16 @@ def test_fixed_sequence_profiles_pad_the_batch_to_its_bucket():
     assert padded["input_ids"].tolist() == [[5, 6, 7, 0, 0]] and padded["attention_mask"].tolist() == [[1, 1, 0, 0, 0]]
     with pytest.raises(TrtbuildError, match="no attention_mask"):
         pad_sequence({"input_ids": np.array([[5]])}, 4)
+
+
+def test_static_batch_profiles_come_first_and_serve_exactly_their_batch():
+    config = config_from_dict({"model": {"name": "m"}, "build": {"max_batch": 64, "static_batches": [64]}})
+    profiles = config_profiles(config, max_length=64)
+    assert [(p.min, p.max) for p in profiles] == [((64, 32), (64, 32)), ((1, 32), (64, 32)),
+                                                  ((64, 64), (64, 64)), ((1, 64), (64, 64))]
+    assert pick_profile(profiles, 64, 64) == 2 and pick_profile(profiles, 63, 64) == 3
+    with pytest.raises(ConfigError, match="static_batches\\[0\\]: must be between 1 and max_batch 16"):
+        config_from_dict({"model": {"name": "m"}, "build": {"max_batch": 16, "static_batches": [64]}})
 
 
 def test_default_build_fixes_the_sequence_per_bucket():

@@ -170,6 +170,9 @@ class BuildConfig:
     # bucket profiles with the sequence fixed at the bucket length (inputs padded to it) instead of the
     # range (previous bucket, bucket]: TensorRT 8.6 runs BERT-base 25 % faster (docs/results/perf-log.md)
     fixed_sequence: bool = True
+    # batch sizes that also get a fully static (batch, bucket) profile per bucket, used for exactly that batch
+    # (e.g. [64] for a server that mostly runs full batches); each costs about one more profile of build time
+    static_batches: Tuple[int, ...] = ()
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
@@ -180,6 +183,9 @@ class BuildConfig:
             _check(0 <= self.optimization_level <= 5, "optimization_level",
                    "must be between 0 and 5 (got {})".format(self.optimization_level))
         _check(self.workspace_mib >= 16, "workspace_mib", "must be >= 16 (got {})".format(self.workspace_mib))
+        for i, n in enumerate(self.static_batches):
+            _check(1 <= n <= self.max_batch, "static_batches[{}]".format(i),
+                   "must be between 1 and max_batch {} (got {})".format(self.max_batch, n))
         for i, p in enumerate(self.profiles):
             _check(p.max[0] <= self.max_batch, "profiles[{}].max".format(i),
                    "batch {} exceeds build.max_batch {}".format(p.max[0], self.max_batch))
