@@ -198,3 +198,16 @@ def test_layer_precision_from_inspector_entries():
     myelin = {"LayerType": "Myelin", "Outputs": [{"Format/Datatype": "N/A due to dynamic shapes"}]}
     assert _layer_precision(myelin) == "myelin"
     assert _layer_precision("a layer name only (ProfilingVerbosity below DETAILED)") == "other"
+
+
+def test_fit_feeds_pads_to_the_profile_or_says_which_profiles_exist():
+    import numpy as np
+
+    from trtbuild.build import fit_feeds
+
+    profiles = bucket_profiles([32, 64], max_batch=8, fixed_sequence=True)
+    feeds = {"input_ids": np.ones((2, 40), dtype=np.int64), "attention_mask": np.ones((2, 40), dtype=np.int64)}
+    index, padded = fit_feeds(profiles, feeds, ["input_ids", "attention_mask"])
+    assert index == 1 and padded["input_ids"].shape == (2, 64) and padded["attention_mask"][:, 40:].sum() == 0
+    with pytest.raises(TrtbuildError, match=r"batch 9 x seq 40 fits none of the engine's profiles \(\(1, 32\)\.\.\(8, 32\)"):
+        fit_feeds(profiles, {k: np.ones((9, 40), dtype=np.int64) for k in feeds}, ["input_ids", "attention_mask"])

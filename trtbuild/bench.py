@@ -251,16 +251,14 @@ class TrtTimer:
     def __init__(self, path):
         from polygraphy import cuda
 
-        from trtbuild.build import check_engine, fit_profile, gpu_info, import_tensorrt, pad_sequence
-        from trtbuild.config import ProfileConfig
+        from trtbuild.build import check_engine, engine_profiles, fit_feeds, gpu_info, import_tensorrt
 
         trt = import_tensorrt()
         self.trt = trt
         self.cuda = cuda
         self.entry = check_engine(path, gpu_info(), trt.__version__)
-        self._fit, self._pad = fit_profile, pad_sequence
-        self.profiles = [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
-                         for p in self.entry.get("profiles", [])]
+        self._fit_feeds = fit_feeds
+        self.profiles = engine_profiles(self.entry)
         free_before = gpu_memory()[0]
         runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         with open(path, "rb") as f:
@@ -284,15 +282,8 @@ class TrtTimer:
     def prepare(self, feeds):
         import numpy as np
 
-        batch, seq = feeds[self.inputs[0]].shape
-        if self.profiles:
-            fit = self._fit(self.profiles, batch, seq)
-            if fit is None:
-                raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles; rebuild with matching "
-                                    "build.profiles or bench another shape".format(batch, seq))
-            index, padded = fit
-            if padded != seq:  # timed as the engine runs it: padded to its profile's sequence
-                feeds = self._pad({n: feeds[n] for n in self.inputs}, padded)
+        if self.profiles:  # timed as the engine runs it: padded to its profile's sequence where needed
+            index, feeds = self._fit_feeds(self.profiles, feeds, self.inputs)
             if index != self.profile:
                 self.context.set_optimization_profile_async(index, self.stream.ptr)
                 self.stream.synchronize()

@@ -111,6 +111,26 @@ def fit_profile(profiles, batch, sequence):
     return best
 
 
+def engine_profiles(entry):
+    """The optimization profiles a manifest entry records, as ProfileConfigs."""
+    return [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in entry.get("profiles", [])]
+
+
+def fit_feeds(profiles, feeds, input_names):
+    """(profile index, feeds) for a batch on an engine with `profiles`: the inputs padded to the profile's
+    sequence where it needs it (fit_profile, pad_sequence). One-line error when no profile holds the batch."""
+    batch, seq = feeds[input_names[0]].shape
+    fit = fit_profile(profiles, batch, seq)
+    if fit is None:
+        raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles ({}); rebuild with matching "
+                            "build.profiles".format(batch, seq, ", ".join(
+                                "{}..{}".format(p.min, p.max) for p in profiles)))
+    index, padded = fit
+    if padded != seq:
+        feeds = pad_sequence({n: feeds[n] for n in input_names}, padded)
+    return index, feeds
+
+
 def pad_sequence(feeds, length):
     """Pad every [batch, seq] input to `length` positions: token ids and types 0, attention mask 0 (padded
     positions are masked out, so the logits do not change). Needs an attention_mask input."""

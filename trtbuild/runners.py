@@ -68,8 +68,7 @@ class OrtRunner:
 
 class TrtRunner:
     def __init__(self, path, check=True):
-        from trtbuild.build import check_engine, fit_profile, gpu_info, import_tensorrt, pad_sequence
-        from trtbuild.config import ProfileConfig
+        from trtbuild.build import check_engine, engine_profiles, fit_feeds, gpu_info, import_tensorrt
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
@@ -83,9 +82,8 @@ class TrtRunner:
         self.path = path
         self.entry = entry
         self.engine = engine
-        self._fit, self._pad = fit_profile, pad_sequence
-        self.profiles = [ProfileConfig(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
-                         for p in entry.get("profiles", [])]
+        self._fit_feeds = fit_feeds
+        self.profiles = engine_profiles(entry)
         self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
@@ -95,16 +93,8 @@ class TrtRunner:
         self.profile = 0
 
     def infer(self, feeds):
-        batch, seq = feeds[self.input_names[0]].shape
         if self.profiles:
-            fit = self._fit(self.profiles, batch, seq)
-            if fit is None:
-                raise TrtbuildError("batch {} x seq {} fits none of the engine's profiles ({}); rebuild with "
-                                    "matching build.profiles".format(batch, seq, ", ".join(
-                                        "{}..{}".format(p.min, p.max) for p in self.profiles)))
-            index, padded = fit
-            if padded != seq:
-                feeds = self._pad({n: feeds[n] for n in self.input_names}, padded)
+            index, feeds = self._fit_feeds(self.profiles, feeds, self.input_names)
             if index != self.profile:
                 self.runner.set_profile(index)
                 self.profile = index
