@@ -128,6 +128,12 @@ def plan_qdq(model, exclude=(), quantize_residual=False, quantize_attention=Fals
     return plan
 
 
+def _plan(model, exclude, ccfg):
+    """plan_qdq with the placement switches of a CalibrateConfig."""
+    return plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
+                    quantize_attention=ccfg.quantize_attention)
+
+
 # ---------------------------------------------------------------------------------------------
 # Statistics with ONNX Runtime
 
@@ -381,8 +387,7 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
 
     progress("[3/5] activation statistics with ONNX Runtime (CPU)")
     model = onnx.load(wd.onnx)
-    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
-                    quantize_attention=ccfg.quantize_attention)
+    plan = _plan(model, exclude, ccfg)
     if not plan.activations:
         raise TrtbuildError("nothing to quantize in {} (all MatMul/Gemm excluded?)".format(wd.onnx))
     t_stats = time.perf_counter()
@@ -439,8 +444,7 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
                                            show_bar=show_bar)
                 if fallback["unquantized"]:
                     exclude = tuple(exclude) + tuple(_exact(n) for n in fallback["unquantized"])
-                    plan = plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
-                                    quantize_attention=ccfg.quantize_attention)
+                    plan = _plan(model, exclude, ccfg)
                     scales["fallback"] = fallback
                     qdq_path = _write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales,
                                           stats)
@@ -517,14 +521,12 @@ def fallback_search(config, model, exclude, act_amax, w_amax, evalset, first_rep
     start = time.perf_counter()
 
     def logits_for(extra, on):
-        plan = plan_qdq(model, exclude=tuple(exclude) + tuple(_exact(n) for n in extra),
-                        quantize_residual=ccfg.quantize_residual, quantize_attention=ccfg.quantize_attention)
+        plan = _plan(model, tuple(exclude) + tuple(_exact(n) for n in extra), ccfg)
         data = build_qdq_model(model, plan, act_amax, w_amax).SerializeToString()
         with OrtRunner(data) as runner:
             return run_candidate(on, "Q/DQ variant", vcfg.batch_size, runner=runner)
 
-    nodes = list(plan_qdq(model, exclude=exclude, quantize_residual=ccfg.quantize_residual,
-                          quantize_attention=ccfg.quantize_attention).quantized_nodes)
+    nodes = list(_plan(model, exclude, ccfg).quantized_nodes)
     rng = np.random.default_rng(ccfg.sample_seed)
     rows = np.sort(rng.choice(len(evalset), size=min(ccfg.fallback_texts, len(evalset)), replace=False))
     sub = evalset.subset(rows)
