@@ -220,7 +220,17 @@ def import_tensorrt():
     except ImportError:
         raise NoGpuError("TensorRT is not installed here; run build on the GPU machine with TensorRT staged "
                          "(README: `PYTHONPATH=$PWD trtpy -m trtbuild build ...`)") from None
+    global _PLUGINS_READY
+    if not _PLUGINS_READY:  # engines of build.backend plugins deserialize only with TensorRT's plugins registered
+        _PLUGINS_READY = True
+        try:
+            trt.init_libnvinfer_plugins(_trt_logger(trt), "")
+        except Exception:  # no plugin library: ONNX-parser engines do not need it
+            pass
     return trt
+
+
+_PLUGINS_READY = False
 
 
 def arch_dir(workdir, compute_capability, trt_version):
@@ -314,7 +324,7 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
     progress("building {} engine for {} (sm {}, TensorRT {}) from {}, {} profile(s), timing cache {}".format(
-        precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, path.onnx, len(profiles),
+        precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, path.onnx if config.build.backend == "onnx" else "TensorRT's BERT plugins", len(profiles),
         "warm" if warm else "cold"))
     trt_profiles = []
     for p in profiles:
@@ -328,7 +338,11 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
         builder_optimization_level=config.build.optimization_level,
         profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
-    network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
+    source_path, keep = onnx_path, None
+    if config.build.backend == "plugins":
+        source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
+    else:
+        network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
     start = time.perf_counter()
     with atomic_path(cache_path) as tmp_cache:
         # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
@@ -336,6 +350,7 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
         os.remove(tmp_cache)
         engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
     seconds = time.perf_counter() - start
+    del keep  # the weights TensorRT read from numpy while building
     if engine_bytes is None:
         raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(precision))
     data = bytes(engine_bytes)
@@ -347,17 +362,21 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     entry = {
         "precision": precision, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
         "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
-        "trtbuild": __version__, "onnx": path.onnx, "inputs": record["inputs"],
+        "trtbuild": __version__, "onnx": path.onnx, "backend": config.build.backend, "inputs": record["inputs"],
         "profiles": [p.to_dict() for p in profiles], "build_seconds": round(seconds, 2), "timing_cache_warm": warm,
         "engine_bytes": len(data), "layers": layers,
         "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
                     "workspace_mib": config.build.workspace_mib,
                     "optimization_level": config.build.optimization_level},
         "sha256": {"onnx": sha256_file(onnx_path), "engine": _sha256_bytes(data)},
+        # the plugin backend reads the checkpoint's weights, checked against the export's record of them
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if precision == "int8" and os.path.isfile(wd.path("scales.json")):
         entry["sha256"]["scales"] = sha256_file(wd.path("scales.json"))
+    if source_path != onnx_path:
+        entry["source"] = source_path
+        entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
     manifest = read_manifest(out_dir)
     manifest.setdefault("engines", {})["{}.engine".format(precision)] = entry
     manifest["architecture"] = os.path.basename(out_dir)
@@ -369,6 +388,26 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
                        profiles=[p.to_dict() for p in profiles], build_seconds=round(seconds, 2),
                        timing_cache_warm=warm, engine_bytes=len(data), onnx=onnx_path, manifest=manifest_path,
                        layers=layers)
+
+
+def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
+    """(source path, (builder, network), keep-alive) for `build.backend: plugins` (trtbuild/plugins.py)."""
+    from trtbuild.plugins import SAFETENSORS, layer_ranges, load_bert, plugin_network
+
+    checkpoint = config.model.checkpoint or record.get("checkpoint")
+    if not checkpoint:
+        raise TrtbuildError("build.backend plugins reads the checkpoint's weights: set model.checkpoint")
+    spec, weights = load_bert(checkpoint, record.get("sha256", {}).get("weights/" + SAFETENSORS))
+    ranges = None
+    if precision == "int8":
+        if not os.path.isfile(wd.path("scales.json")):
+            raise TrtbuildError("{} has no scales.json; run `trtbuild calibrate` first".format(wd.root))
+        ranges = layer_ranges(read_json(wd.path("scales.json")), spec.layers)
+    buckets = sorted({p.max[1] for p in profiles})
+    logger = _trt_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger)
+    return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
 
 
 def _sha256_bytes(data):

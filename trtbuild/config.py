@@ -173,9 +173,13 @@ class BuildConfig:
     # batch sizes that also get a fully static (batch, bucket) profile per bucket, used for exactly that batch
     # (e.g. [64] for a server that mostly runs full batches); each costs about one more profile of build time
     static_batches: Tuple[int, ...] = ()
+    # onnx: TensorRT's ONNX parser on model.onnx / model.qdq.onnx; plugins: the encoder written with TensorRT's
+    # BERT plugins (fused attention, skip-LayerNorm) from the checkpoint's weights (trtbuild/plugins.py)
+    backend: str = "onnx"
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
+        _check(self.backend in ("onnx", "plugins"), "backend", "must be onnx or plugins (got {!r})".format(self.backend))
         if self.opt_batch is not None:
             _check(1 <= self.opt_batch <= self.max_batch, "opt_batch",
                    "must be between 1 and max_batch {} (got {})".format(self.max_batch, self.opt_batch))

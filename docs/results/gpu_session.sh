@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
-#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME
+#   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME|plugins2
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
 # Everything a step writes goes to /tmp/res/<step> and comes back as one $OUT/<step>.tgz (the device
@@ -104,12 +104,23 @@ prep9)  # issue 9: the BERT-base model, then export + calibrate each experiment'
     C=docs/results/exp/bb-$e.yaml
     $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/$e-export.json" && \
     $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -2
+    # the eval texts tokenized into the config's buckets (gpu_parity.py compares engines with ORT FP32 on them)
+    $TORCHPY -c "from trtbuild.config import load_config; from trtbuild.parity import save_eval_inputs; c = load_config('$C'); print(save_eval_inputs(c.workdir, ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64, buckets=tuple(c.data.buckets)))"
   done
   ;;
 exp)  # issue 9: build one experiment's engines and bench them: gpu_session.sh exp NAME [fp16|int8|both]
   C=docs/results/exp/bb-$2.yaml
   case "${3:-both}" in fp16) FLAGS="";; int8) FLAGS="--int8 --no-fp16";; *) FLAGS="--int8";; esac
   timeout ${BUILD_TIMEOUT:-300} $TRTPY -m trtbuild build --config $C $FLAGS --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
+  W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
+  ls $W/cache/eval-*.npz >/dev/null 2>&1 && $TRTPY docs/results/gpu_parity.py $W "$OUT/parity.json"
+  timeout 150 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
+  ;;
+plugins2)  # issue 9 experiment p2: p1's work directory with one bucket, INT8 attention plugin
+  rm -rf out/bb-p2 && cp -r out/bb-p1 out/bb-p2 && rm -rf out/bb-p2/engines out/bb-p2/reports
+  C=docs/results/exp/bb-p2.yaml
+  timeout ${BUILD_TIMEOUT:-240} $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
+  $TRTPY docs/results/gpu_parity.py out/bb-p2 "$OUT/parity.json"
   timeout 150 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
   ;;
 same-run)  # issue 9: the best FP16 engine (e3) and the best INT8 engine (e4) benched in one run beside torch

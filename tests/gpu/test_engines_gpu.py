@@ -130,3 +130,39 @@ def test_bench_times_both_engines_beside_ort(built, tmp_path):
             os.path.join(os.path.dirname(results[0].engine), backend.split("-")[1] + ".engine"))
     assert report.device["tensorrt"] and report.device["gpu"]
     assert os.path.isfile(report.paths["json"])
+
+
+@pytest.fixture(scope="module")
+def plugin_built(tmp_path_factory):
+    """build.backend plugins: TensorRT's BERT plugins (needs the real cuBLAS: WITH_CUBLAS=1 staging)."""
+    if not WORKDIR or not os.path.isfile(os.path.join(WORKDIR, "model.qdq.onnx")):
+        pytest.skip("set TRTBUILD_GPU_WORKDIR to an exported + calibrated work directory")
+    from trtbuild.build import build_engines
+    from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
+
+    work = str(tmp_path_factory.mktemp("gpu-plugins") / "work")
+    shutil.copytree(WORKDIR, work, ignore=shutil.ignore_patterns("engines"))
+    config = with_overrides(default_config("gpu"), workdir=work).replace(
+        data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024, backend="plugins"))
+    return config, work, build_engines(config, int8=True)
+
+
+def test_plugin_engines_match_ort(plugin_built):
+    """The plugin network (fused attention, skip-LayerNorm) gives the ONNX model's logits, padded rows included."""
+    from trtbuild.runners import OrtRunner, TrtRunner
+
+    config, work, results = plugin_built
+    manifest = json.load(open(os.path.join(os.path.dirname(results[0].engine), "manifest.json")))
+    for name in ("fp16.engine", "int8.engine"):
+        entry = manifest["engines"][name]
+        assert entry["backend"] == "plugins" and entry["source"].endswith("model.safetensors")
+        assert entry["sha256"]["weights"]
+    ort = OrtRunner(os.path.join(work, "model.onnx"))
+    for r, tol in zip(results, (0.02, 0.25)):
+        with TrtRunner(r.engine) as trt_runner:
+            for batch, seq in ((1, 16), (8, 16), (3, 32), (8, 64), (2, 40)):
+                f = feeds(batch, seq, ort.input_names, seed=batch * seq)
+                got, ref = trt_runner.infer(f), ort.infer(f)
+                assert got.shape == ref.shape
+                assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq,
+                                                                                     np.abs(got - ref).max())

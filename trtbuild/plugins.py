@@ -1,0 +1,381 @@
+"""`build.backend: plugins`: the BERT encoder written with TensorRT's own BERT plugins instead of parsed from ONNX.
+
+NVIDIA's demo/BERT recipe (TensorRT 8.6, `demo/BERT/builder.py`), rebuilt for a Hugging Face
+BertForSequenceClassification checkpoint:
+
+- CustomEmbLayerNormPluginDynamic (word + position + token-type embeddings, LayerNorm, and the
+  mask index the attention plugin reads), CustomQKVToContextPluginDynamic (fused multi-head
+  attention on one interleaved QKV projection), CustomSkipLayerNormPluginDynamic (residual +
+  bias + LayerNorm), TensorRT fully connected / 1x1 convolution layers for the GEMMs, GELU as
+  pointwise layers that TensorRT fuses into the GEMM before it. Sequence-major [S, B, E, 1, 1]
+  inside; the engine's inputs and output are the ONNX export's (`input_ids`, `attention_mask`
+  [, `token_type_ids`] as [batch, seq]; `logits` [batch, labels]), so runners, verify and bench
+  treat both backends alike.
+- Weights come from the checkpoint's model.safetensors (read with numpy, no torch on the GPU
+  side), checked against the hash the export recorded, so the engine is the model the ONNX
+  baseline was made from.
+- INT8 (implicit quantization, no calibrator: TensorRT 8.6's crashes here): the dynamic ranges of
+  the GEMM inputs, Q/K/V, the attention probabilities and the context come from trtbuild's own
+  calibration (`scales.json`, mapped by the ONNX nodes that consume each tensor). The attention
+  plugin runs INT8 only where its fused INT8 kernels exist (sequence 64, 96, 128, 384; head size
+  64) and the sequence length is fixed in the network (an engine with one bucket); otherwise it
+  stays FP16 between INT8 GEMMs.
+- Padding: the plugins read the attention mask as "the first n tokens are real" (right padding,
+  as trtbuild's tokenizer pads).
+"""
+
+import json
+import os
+import struct
+
+from trtbuild.errors import TrtbuildError
+
+PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
+                   "CustomSkipLayerNormPluginDynamic")
+INT8_MHA_SEQUENCES = (64, 96, 128, 384)  # fused INT8 attention kernels (TensorRT 8.6, sm75..sm90)
+SAFETENSORS = "model.safetensors"
+
+
+class PluginBackendError(TrtbuildError):
+    """The checkpoint or the TensorRT install cannot take the plugin path."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint, without torch
+
+def read_safetensors(path):
+    """{name: float32 ndarray} of a .safetensors file (F32, F16 and BF16 tensors; integer buffers skipped)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size).decode("utf-8"))
+        blob = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        raw = blob[start:end]
+        kind = info["dtype"]
+        if kind == "F32":
+            arr = np.frombuffer(raw, dtype="<f4")
+        elif kind == "F16":
+            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif kind == "BF16":
+            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            continue
+        out[name] = arr.reshape(info["shape"])
+    return out
+
+
+class BertSpec(object):
+    """What the plugin network needs to know of a checkpoint's config.json."""
+
+    def __init__(self, config):
+        self.hidden = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.intermediate = int(config["intermediate_size"])
+        self.act = config.get("hidden_act", "gelu")
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.head_size = self.hidden // self.heads
+
+
+def load_bert(checkpoint, expect_sha256=None):
+    """(BertSpec, weights) of a BertForSequenceClassification checkpoint directory, with one-line errors for
+    what the plugins cannot run."""
+    cfg_path = os.path.join(checkpoint, "config.json")
+    st_path = os.path.join(checkpoint, SAFETENSORS)
+    if not os.path.isfile(cfg_path) or not os.path.isfile(st_path):
+        raise PluginBackendError("build.backend plugins reads the weights from {}/{{config.json,{}}}, which are "
+                                 "missing; point model.checkpoint at the exported checkpoint or use build.backend "
+                                 "onnx".format(checkpoint, SAFETENSORS))
+    with open(cfg_path) as f:
+        config = json.load(f)
+    problems = []
+    if config.get("model_type") != "bert":
+        problems.append("model_type {!r} (needs bert)".format(config.get("model_type")))
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        problems.append("position_embedding_type {!r}".format(config.get("position_embedding_type")))
+    if config.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+        problems.append("hidden_act {!r}".format(config.get("hidden_act")))
+    if float(config.get("layer_norm_eps", 1e-12)) > 1e-6:
+        problems.append("layer_norm_eps {} (the plugins' LayerNorm has no epsilon; fine only for ~1e-12)".format(
+            config.get("layer_norm_eps")))
+    if problems:
+        raise PluginBackendError("the TensorRT BERT plugins cannot run this checkpoint ({}); use build.backend "
+                                 "onnx".format("; ".join(problems)))
+    if expect_sha256:
+        from trtbuild.artifacts import sha256_file
+
+        if sha256_file(st_path) != expect_sha256:
+            raise PluginBackendError("{} changed since the export (its hash differs from export.json); re-run "
+                                     "`trtbuild export --force` so the engine and the ONNX baseline are one "
+                                     "model".format(st_path))
+    spec = BertSpec(config)
+    weights = read_safetensors(st_path)
+    weights = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in weights.items()}
+    need = ["embeddings.word_embeddings.weight", "pooler.dense.weight", "classifier.weight"]
+    missing = [k for k in need if k not in weights]
+    if missing:
+        raise PluginBackendError("{} lacks {} (a BertForSequenceClassification checkpoint with a pooler is "
+                                 "needed); use build.backend onnx".format(st_path, ", ".join(missing)))
+    return spec, weights
+
+
+def interleave_qkv(wq, wk, wv, bq, bk, bv, heads):
+    """One [3E, E] weight and [3E] bias whose output holds, head by head, that head's Q, K and V
+    (the layout CustomQKVToContextPluginDynamic reads; weights [out, in] as torch stores them)."""
+    import numpy as np
+
+    hidden = wq.shape[0]
+    size = hidden // heads
+    w = np.stack([wq, wk, wv]).reshape(3, heads, size, hidden).transpose(1, 0, 2, 3).reshape(3 * hidden, hidden)
+    b = np.stack([bq, bk, bv]).reshape(3, heads, size).transpose(1, 0, 2).reshape(3 * hidden)
+    return np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# INT8 ranges from trtbuild's calibration
+
+def layer_ranges(scales, layers):
+    """Per encoder layer, the amax of: its input, Q/K/V (max of the three), the attention probabilities, the
+    context, the FFN input and the GELU output, from scales.json (each found through the ONNX node that
+    consumes it). A layer whose attention core was not calibrated gets qkv/probs None (FP16 attention).
+    Raises when a GEMM input has no scale (the Q/DQ placement excluded it: the plugin path cannot mix)."""
+    acts = (scales or {}).get("activations", {})
+    by_consumer = {}
+    for name, a in acts.items():
+        for c in a.get("consumers", []):
+            by_consumer.setdefault(c, []).append((name, float(a["amax"])))
+
+    def amax(i, suffix, pick=None):
+        tail = "/layer.{}/{}".format(i, suffix)
+        for consumer, found in by_consumer.items():
+            if consumer.endswith(tail):
+                vals = [v for n, v in found if pick is None or pick(n)]
+                if vals:
+                    return max(vals)
+        return None
+
+    out = []
+    for i in range(layers):
+        r = {
+            "input": amax(i, "attention/self/query/MatMul"),
+            "context": amax(i, "attention/output/dense/MatMul"),
+            "ffn_input": amax(i, "intermediate/dense/MatMul"),
+            "gelu": amax(i, "output/dense/MatMul"),
+        }
+        missing = [k for k, v in r.items() if v is None]
+        if missing:
+            raise PluginBackendError("scales.json has no scale for layer {}'s {} (excluded from quantization?); "
+                                     "the INT8 plugin path needs every GEMM input calibrated: re-run "
+                                     "`trtbuild calibrate` without exclusions".format(i, ", ".join(missing)))
+        qk = amax(i, "attention/self/MatMul")
+        v = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" not in n)
+        probs = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n)
+        r["qkv"] = max(qk, v) if qk is not None and v is not None else None
+        r["probs"] = probs if r["qkv"] is not None else None
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+def load_plugins(trt, logger):
+    """Register TensorRT's plugin library; a one-line error if it (or a BERT plugin) cannot be loaded."""
+    try:
+        trt.init_libnvinfer_plugins(logger, "")
+    except Exception as e:  # pragma: no cover - depends on the install
+        raise PluginBackendError("TensorRT's plugin library did not load ({}); use build.backend onnx".format(e))
+    registry = trt.get_plugin_registry()
+    creators = {}
+    for name in PLUGIN_CREATORS:
+        creator = registry.get_plugin_creator(name, "1", "")
+        if creator is None:
+            raise PluginBackendError("TensorRT {} has no {} plugin; use build.backend onnx".format(
+                trt.__version__, name))
+        creators[name] = creator
+    return creators
+
+
+def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None):
+    """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
+    Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
+    `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges)."""
+    import numpy as np
+
+    creators = load_plugins(trt, logger or trt.Logger(trt.Logger.ERROR))
+    int8 = precision == "int8"
+    if int8 and ranges is None:
+        raise PluginBackendError("the INT8 plugin engine needs scales.json; run `trtbuild calibrate` first")
+    # INT8 attention needs a sequence length fixed in the network itself (one bucket) with a fused kernel
+    int8_mha = (int8 and spec.head_size == 64 and len(buckets) == 1 and buckets[0] in INT8_MHA_SEQUENCES
+                and all(r["qkv"] is not None for r in ranges))
+    mha_type = trt.int8 if int8_mha else trt.float16
+    ln_type = trt.float16
+    E, keep = spec.hidden, []
+
+    def arr(x, dtype=np.float32):
+        a = np.ascontiguousarray(x, dtype=dtype)
+        keep.append(a)
+        return a
+
+    def field(name, value, kind):
+        a = arr(value, np.int32 if kind == trt.PluginFieldType.INT32 else np.float32)
+        return trt.PluginField(name, a, kind)
+
+    def rng(tensor, amax):
+        if int8 and amax is not None:
+            tensor.set_dynamic_range(-float(amax), float(amax))
+
+    def const(x, dtype=np.float32):
+        a = arr(x, dtype)
+        return network.add_constant(a.shape, trt.Weights(a)).get_output(0)
+
+    def dense(x, w, b, out_features, name):
+        """[S, B, K, 1, 1] -> [S, B, N, 1, 1]; INT8 as a 1x1 convolution (demo/BERT)."""
+        wa, ba = arr(w), arr(b)
+        if int8:
+            layer = network.add_convolution_nd(x, out_features, (1, 1), trt.Weights(wa), trt.Weights(ba))
+        else:
+            layer = network.add_fully_connected(x, out_features, trt.Weights(wa), trt.Weights(ba))
+        layer.name = name
+        return layer
+
+    def skip_layernorm(x, skip, prefix, name):
+        fields = [field("ld", [E], trt.PluginFieldType.INT32),
+                  field("type_id", [int(ln_type)], trt.PluginFieldType.INT32),
+                  field("beta", weights[prefix + ".bias"], trt.PluginFieldType.FLOAT32),
+                  field("gamma", weights[prefix + ".weight"], trt.PluginFieldType.FLOAT32)]
+        plugin = creators["CustomSkipLayerNormPluginDynamic"].create_plugin(name, trt.PluginFieldCollection(fields))
+        layer = network.add_plugin_v2([x, skip], plugin)
+        layer.name = name
+        return layer.get_output(0)
+
+    def gelu(x, name):
+        if spec.act == "gelu":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
+            scaled = network.add_elementwise(x, const(np.full((1, 1, 1, 1, 1), 0.7071067811865476)),
+                                             trt.ElementWiseOperation.PROD).get_output(0)
+            inner = network.add_unary(scaled, trt.UnaryOperation.ERF).get_output(0)
+        else:  # tanh approximation (gelu_new, gelu_pytorch_tanh)
+            cube = network.add_elementwise(x, const(np.full((1, 1, 1, 1, 1), 3.0)),
+                                           trt.ElementWiseOperation.POW).get_output(0)
+            t = network.add_elementwise(cube, const(np.full((1, 1, 1, 1, 1), 0.044715)),
+                                        trt.ElementWiseOperation.PROD).get_output(0)
+            t = network.add_elementwise(x, t, trt.ElementWiseOperation.SUM).get_output(0)
+            t = network.add_elementwise(t, const(np.full((1, 1, 1, 1, 1), 0.7978845608028654)),
+                                        trt.ElementWiseOperation.PROD).get_output(0)
+            inner = network.add_activation(t, trt.ActivationType.TANH).get_output(0)
+        one = network.add_elementwise(inner, const(np.full((1, 1, 1, 1, 1), 1.0)),
+                                      trt.ElementWiseOperation.SUM).get_output(0)
+        half = network.add_elementwise(one, const(np.full((1, 1, 1, 1, 1), 0.5)),
+                                       trt.ElementWiseOperation.PROD).get_output(0)
+        out = network.add_elementwise(half, x, trt.ElementWiseOperation.PROD)
+        out.name = name
+        return out.get_output(0)
+
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    seq = buckets[0] if int8_mha else -1
+    inputs = {n: network.add_input(n, trt.int32, (-1, seq)) for n in input_names}
+    if "input_ids" not in inputs or "attention_mask" not in inputs:
+        raise PluginBackendError("the plugin network needs input_ids and attention_mask inputs (the export has {})"
+                                 .format(", ".join(input_names)))
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    types = inputs.get("token_type_ids")
+    if types is None:  # all-zero token types, shaped like the mask
+        types = network.add_elementwise(mask, const(np.zeros((1, 1)), dtype=np.int32),
+                                        trt.ElementWiseOperation.PROD).get_output(0)
+
+    def seq_major(t):
+        sh = network.add_shuffle(t)
+        sh.second_transpose = (1, 0)
+        return sh.get_output(0)
+
+    emb_fields = [
+        field("bert_embeddings_layernorm_beta", weights["embeddings.LayerNorm.bias"], trt.PluginFieldType.FLOAT32),
+        field("bert_embeddings_layernorm_gamma", weights["embeddings.LayerNorm.weight"], trt.PluginFieldType.FLOAT32),
+        field("bert_embeddings_word_embeddings", weights["embeddings.word_embeddings.weight"],
+              trt.PluginFieldType.FLOAT32),
+        field("bert_embeddings_token_type_embeddings", weights["embeddings.token_type_embeddings.weight"],
+              trt.PluginFieldType.FLOAT32),
+        field("bert_embeddings_position_embeddings", weights["embeddings.position_embeddings.weight"],
+              trt.PluginFieldType.FLOAT32),
+        field("output_fp16", [1], trt.PluginFieldType.INT32),
+        field("mha_type_id", [int(mha_type)], trt.PluginFieldType.INT32),
+    ]
+    emb_plugin = creators["CustomEmbLayerNormPluginDynamic"].create_plugin(
+        "embeddings", trt.PluginFieldCollection(emb_fields))
+    emb = network.add_plugin_v2([seq_major(ids), seq_major(types), seq_major(mask)], emb_plugin)
+    emb.name = "embeddings"
+    hidden, mask_idx = emb.get_output(0), emb.get_output(1)
+    if int8:
+        rng(hidden, ranges[0]["input"])
+        mask_idx.set_dynamic_range(-1, 1)
+
+    for i in range(spec.layers):
+        p = "encoder.layer.{}.".format(i)
+        r = ranges[i] if int8 else {}
+        nxt = ranges[i + 1]["input"] if int8 and i + 1 < spec.layers else None
+        w, b = interleave_qkv(weights[p + "attention.self.query.weight"], weights[p + "attention.self.key.weight"],
+                              weights[p + "attention.self.value.weight"], weights[p + "attention.self.query.bias"],
+                              weights[p + "attention.self.key.bias"], weights[p + "attention.self.value.bias"],
+                              spec.heads)
+        qkv = dense(hidden, w, b, 3 * E, "l{}.qkv".format(i)).get_output(0)
+        mha_fields = [field("hidden_size", [E], trt.PluginFieldType.INT32),
+                      field("num_heads", [spec.heads], trt.PluginFieldType.INT32),
+                      field("has_mask", [1], trt.PluginFieldType.INT32),
+                      field("type_id", [int(mha_type)], trt.PluginFieldType.INT32)]
+        if int8_mha:
+            rng(qkv, r["qkv"])
+            mha_fields.append(field("dq_probs", [r["probs"] / 127.0], trt.PluginFieldType.FLOAT32))
+        mha_plugin = creators["CustomQKVToContextPluginDynamic"].create_plugin(
+            "l{}.attention".format(i), trt.PluginFieldCollection(mha_fields))
+        mha = network.add_plugin_v2([qkv, mask_idx], mha_plugin)
+        mha.name = "l{}.attention".format(i)
+        context = mha.get_output(0)
+        rng(context, r.get("context"))
+        out = dense(context, weights[p + "attention.output.dense.weight"], weights[p + "attention.output.dense.bias"],
+                    E, "l{}.attention_out".format(i))
+        if int8:
+            out.set_output_type(0, trt.float16)
+        attn = skip_layernorm(out.get_output(0), hidden, p + "attention.output.LayerNorm", "l{}.attention_ln".format(i))
+        rng(attn, r.get("ffn_input"))
+        mid = dense(attn, weights[p + "intermediate.dense.weight"], weights[p + "intermediate.dense.bias"],
+                    spec.intermediate, "l{}.ffn_in".format(i)).get_output(0)
+        act = gelu(mid, "l{}.gelu".format(i))
+        rng(act, r.get("gelu"))
+        out = dense(act, weights[p + "output.dense.weight"], weights[p + "output.dense.bias"], E,
+                    "l{}.ffn_out".format(i))
+        if int8:
+            out.set_output_type(0, trt.float16)
+        hidden = skip_layernorm(out.get_output(0), attn, p + "output.LayerNorm", "l{}.ffn_ln".format(i))
+        rng(hidden, nxt)
+
+    # [CLS]: [S, B, E, 1, 1] -> [B, E]; pooler (tanh) and classifier in FP32
+    first = network.add_gather(hidden, const(np.zeros((1,)), dtype=np.int32), 0).get_output(0)
+    flat = network.add_shuffle(first)
+    flat.reshape_dims = (-1, E)
+    x = flat.get_output(0)
+
+    def linear(x, w, b, name):
+        mm = network.add_matrix_multiply(x, trt.MatrixOperation.NONE, const(w), trt.MatrixOperation.TRANSPOSE)
+        mm.precision = trt.float32
+        add = network.add_elementwise(mm.get_output(0), const(np.asarray(b).reshape(1, -1)),
+                                      trt.ElementWiseOperation.SUM)
+        add.precision = trt.float32
+        add.name = name
+        return add.get_output(0)
+
+    pooled = network.add_activation(linear(x, weights["pooler.dense.weight"], weights["pooler.dense.bias"], "pooler"),
+                                    trt.ActivationType.TANH)
+    pooled.precision = trt.float32
+    logits = linear(pooled.get_output(0), weights["classifier.weight"], weights["classifier.bias"], "classifier")
+    logits.name = "logits"
+    network.mark_output(logits)
+    logits.dtype = trt.float32
+    return network, keep
