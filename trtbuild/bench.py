@@ -260,7 +260,7 @@ class TrtTimer:
         self._fit_feeds = fit_feeds
         self.profiles = engine_profiles(self.entry)
         free_before = gpu_memory()[0]
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        self.runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))  # outlives the engine
         with open(path, "rb") as f:
             self.engine = runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:

@@ -332,14 +332,19 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
         for name in record["inputs"]:
             prof.add(name, min=p.min, opt=p.opt, max=p.max)
         trt_profiles.append(prof)
+    plugins = config.build.backend == "plugins"
+    extra = {}
+    if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
+        # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
+        extra = dict(tactic_sources=[trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT], precision_constraints="prefer")
     create = CreateConfig(
-        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles,
+        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **extra,
         load_timing_cache=cache_path if warm else None,
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
         builder_optimization_level=config.build.optimization_level,
         profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
     source_path, keep = onnx_path, None
-    if config.build.backend == "plugins":
+    if plugins:
         source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
     else:
         network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)

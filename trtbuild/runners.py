@@ -75,8 +75,10 @@ class TrtRunner:
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as _PolyRunner
 
+        # our own runtime, kept as long as the engine (TensorRT wants the runtime to outlive its engines)
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         with open(path, "rb") as f:
-            engine = EngineFromBytes(f.read())()
+            engine = EngineFromBytes(f.read(), runtime=self.runtime)()
         if engine is None:
             raise TrtbuildError("engine {} could not be deserialized; rebuild it with trtbuild build".format(path))
         self.path = path
