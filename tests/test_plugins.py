@@ -170,6 +170,9 @@ def test_plugin_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
     spec, w = load_bert(tiny_checkpoint)
     trt = mock.MagicMock()
     trt.int8, trt.float16 = 2, 1
+    with pytest.raises(PluginBackendError, match="head size 64 only; this model's heads are 16 wide"):
+        plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "fp16", [16])
+    spec.head_size = 64  # the stand-in does not care about the widths
     builder = mock.MagicMock()
     network, keep = plugin_network(trt, builder, spec, w, ["input_ids", "token_type_ids", "attention_mask"], "fp16",
                                    [16, 32])

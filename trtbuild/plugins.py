@@ -208,6 +208,10 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges)."""
     import numpy as np
 
+    if spec.head_size != 64:
+        raise PluginBackendError("TensorRT 8.6's attention plugin picks its fused kernels by sequence length alone and "
+                                 "has them for head size 64 only; this model's heads are {} wide: use build.backend "
+                                 "onnx".format(spec.head_size))
     creators = load_plugins(trt, logger or trt.Logger(trt.Logger.ERROR))
     int8 = precision == "int8"
     if int8 and ranges is None:

@@ -38,7 +38,24 @@ build: {max_batch: 8, workspace_mib: 1024}
 YAML
   $TORCHPY -m trtbuild export --config /tmp/tiny.yaml --force && \
   $TORCHPY -m trtbuild calibrate --config /tmp/tiny.yaml --no-eval
-  TRTBUILD_GPU_WORKDIR=$W $TRTPY -m pytest -m gpu tests/gpu -q -rA 2>&1 | tee "$OUT/gpu-tests.log"
+  # a second tiny model with 64-wide attention heads for build.backend plugins
+  $TORCHPY - <<'PY'
+from trtbuild.models import random_bert_checkpoint, read_vocab, chinese_vocab_path
+random_bert_checkpoint("/tmp/tiny64-ckpt", read_vocab(chinese_vocab_path()), hidden=128, heads=2, intermediate=256,
+                       max_positions=128, seed=3)
+PY
+  sed -e 's#tiny-ckpt#tiny64-ckpt#; s#tiny-work#tiny64-work#; s#name: tiny#name: tiny64#' /tmp/tiny.yaml > /tmp/tiny64.yaml
+  $TORCHPY -m trtbuild export --config /tmp/tiny64.yaml --force >/dev/null && \
+  $TORCHPY -m trtbuild calibrate --config /tmp/tiny64.yaml --no-eval >/dev/null
+  TRTBUILD_GPU_WORKDIR=$W TRTBUILD_GPU_WORKDIR64=/tmp/tiny64-work $TRTPY -m pytest -m gpu tests/gpu -q -rA ${2:+-k $2} 2>&1 | tee "$OUT/gpu-tests.log"
+  ;;
+plugins3)  # issue 9 experiment p3: p1's work directory, bucket 128 with a static batch-64 profile, FP16 + INT8, and a layer profile
+  rm -rf out/bb-p3 && cp -r out/bb-p1 out/bb-p3 && rm -rf out/bb-p3/engines out/bb-p3/reports
+  C=docs/results/exp/bb-p3.yaml
+  timeout ${BUILD_TIMEOUT:-240} $TRTPY -m trtbuild build --config $C --int8 --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
+  timeout 100 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
+  E=out/bb-p3/engines/sm90-trt8.6.0
+  timeout 90 $TRTPY docs/results/layer_profile.py "$OUT/layer-profile.json" 64 128 $E/fp16.engine $E/int8.engine
   ;;
 e5)  # the default model, step 1: export + scales made on the CPU machine, carried here; Q/DQ rebuilt; FP16 engine
   W=out/zh-sentiment-e5-small; C=configs/zh-sentiment-e5-small.yaml

@@ -17,6 +17,8 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 WORKDIR = os.environ.get("TRTBUILD_GPU_WORKDIR")
+# build.backend plugins needs attention heads 64 wide (TensorRT 8.6's fused attention kernels): a second tiny model
+WORKDIR64 = os.environ.get("TRTBUILD_GPU_WORKDIR64")
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +137,13 @@ def test_bench_times_both_engines_beside_ort(built, tmp_path):
 @pytest.fixture(scope="module")
 def plugin_built(tmp_path_factory):
     """build.backend plugins: TensorRT's BERT plugins (needs the real cuBLAS: WITH_CUBLAS=1 staging)."""
-    if not WORKDIR or not os.path.isfile(os.path.join(WORKDIR, "model.qdq.onnx")):
-        pytest.skip("set TRTBUILD_GPU_WORKDIR to an exported + calibrated work directory")
+    if not WORKDIR64 or not os.path.isfile(os.path.join(WORKDIR64, "model.qdq.onnx")):
+        pytest.skip("set TRTBUILD_GPU_WORKDIR64 to an exported + calibrated work directory of a model with 64-wide heads")
     from trtbuild.build import build_engines
     from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
 
     work = str(tmp_path_factory.mktemp("gpu-plugins") / "work")
-    shutil.copytree(WORKDIR, work, ignore=shutil.ignore_patterns("engines"))
+    shutil.copytree(WORKDIR64, work, ignore=shutil.ignore_patterns("engines"))
     config = with_overrides(default_config("gpu"), workdir=work).replace(
         data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024, backend="plugins"))
     return config, work, build_engines(config, int8=True)
