@@ -243,7 +243,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     def dense(x, w, b, out_features, name):
         """[S, B, K, 1, 1] -> [S, B, N, 1, 1]; INT8 as a 1x1 convolution (demo/BERT)."""
         wa, ba = arr(w), arr(b)
-        if int8:
+        if int8 or not hasattr(network, "add_fully_connected"):  # (TensorRT 10 removed fully connected layers)
             layer = network.add_convolution_nd(x, out_features, (1, 1), trt.Weights(wa), trt.Weights(ba))
         else:
             layer = network.add_fully_connected(x, out_features, trt.Weights(wa), trt.Weights(ba))

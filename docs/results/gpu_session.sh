@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
+# (bertbase, bertbase-int8 and bench take CONFIG=<yaml> instead of configs/bert-base-zh.yaml)
 #   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME|plugins2
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
@@ -71,8 +72,8 @@ e5-int8)  # step 2 (a separate call, ~7 min): INT8 engine, FP16 rebuilt with the
   cp $W/engines/sm*/manifest.json "$OUT/e5-manifest.json"
   ;;
 bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here with the machine's torch; FP16 engine
-  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
-  $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
+  C=${CONFIG:-configs/bert-base-zh.yaml}; W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
+  [ -f models/bert-base-zh/config.json ] || $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
   $TORCHPY -m trtbuild export --config $C --force --json > "$OUT/bertbase-export.json"
   $TORCHPY -m trtbuild calibrate --config $C --max-texts 512 --no-eval 2>&1 | grep -v "text/s" | tail -4
   $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('$W', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
@@ -82,13 +83,13 @@ bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here wit
   timeout 420 $TRTPY -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
   ;;
 bertbase-int8)  # step 2 (a separate call): the INT8 engine, then parity and the manifest check
-  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
+  C=${CONFIG:-configs/bert-base-zh.yaml}; W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
   timeout 480 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
   $TRTPY docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
   cp $W/engines/sm*/manifest.json "$OUT/bertbase-manifest.json"
   ;;
 bench)  # issue 8: every backend on the BERT-base engines, one run
-  W=out/bert-base-zh; C=configs/bert-base-zh.yaml
+  C=${CONFIG:-configs/bert-base-zh.yaml}; W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
   timeout 540 $TRTPY -m trtbuild bench --config $C --reports "$OUT" > "$OUT/bench-stdout.txt" 2> "$OUT/bench.log"
   echo "exit $?"; cat "$OUT/bench-stdout.txt"; tail -n 5 "$OUT/bench.log"
   ;;
