@@ -1,7 +1,8 @@
 """`trtbuild build [--int8]`: FP16 / INT8 TensorRT engines per GPU architecture, through Polygraphy.
 
-The only TensorRT builder code in trtbuild. TensorRT and Polygraphy are imported inside functions;
-without them `build` exits 3.
+The only TensorRT builder code in trtbuild (with trtbuild/plugins.py, which defines the network of
+`build.backend: plugins`). TensorRT and Polygraphy are imported inside functions; without them
+`build` exits 3.
 
 - FP16 engine from the exported `model.onnx`; INT8 engine from `model.qdq.onnx` (explicit Q/DQ,
   FP16 allowed for the unquantized parts). No implicit calibrator: TensorRT 11 has none, and
@@ -323,8 +324,9 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
 
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
+    source = path.onnx if config.build.backend == "onnx" else "the checkpoint with TensorRT's BERT plugins"
     progress("building {} engine for {} (sm {}, TensorRT {}) from {}, {} profile(s), timing cache {}".format(
-        precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, path.onnx if config.build.backend == "onnx" else "TensorRT's BERT plugins", len(profiles),
+        precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, source, len(profiles),
         "warm" if warm else "cold"))
     trt_profiles = []
     for p in profiles:
@@ -374,12 +376,11 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
                     "workspace_mib": config.build.workspace_mib,
                     "optimization_level": config.build.optimization_level},
         "sha256": {"onnx": sha256_file(onnx_path), "engine": _sha256_bytes(data)},
-        # the plugin backend reads the checkpoint's weights, checked against the export's record of them
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if precision == "int8" and os.path.isfile(wd.path("scales.json")):
         entry["sha256"]["scales"] = sha256_file(wd.path("scales.json"))
-    if source_path != onnx_path:
+    if source_path != onnx_path:  # the plugin backend: the checkpoint's weights, as the export recorded them
         entry["source"] = source_path
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
     manifest = read_manifest(out_dir)
