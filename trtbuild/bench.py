@@ -251,7 +251,8 @@ class TrtTimer:
     def __init__(self, path):
         from polygraphy import cuda
 
-        from trtbuild.build import check_engine, engine_profiles, fit_feeds, gpu_info, import_tensorrt
+        from trtbuild.build import (check_engine, deserialize_engine, engine_profiles, fit_feeds, gpu_info,
+                                    import_tensorrt)
 
         trt = import_tensorrt()
         self.trt = trt
@@ -260,11 +261,7 @@ class TrtTimer:
         self._fit_feeds = fit_feeds
         self.profiles = engine_profiles(self.entry)
         free_before = gpu_memory()[0]
-        self.runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))  # outlives the engine
-        with open(path, "rb") as f:
-            self.engine = runtime.deserialize_cuda_engine(f.read())
-        if self.engine is None:
-            raise TrtbuildError("engine {} could not be deserialized; rebuild it with trtbuild build".format(path))
+        self.runtime, self.engine = deserialize_engine(trt, path)
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]

@@ -365,7 +365,8 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     with atomic_path(engine_path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-    layers = layer_precisions(trt, data)
+    runtime = trt.Runtime(_trt_logger(trt))
+    layers = layer_precisions(trt, runtime.deserialize_cuda_engine(data))
     entry = {
         "precision": precision, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
         "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
@@ -422,13 +423,25 @@ def _sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def layer_precisions(trt, engine_bytes):
-    """Layer count per precision from the engine inspector (TensorRT >= 8.2), {} where unavailable."""
+def deserialize_engine(trt, path):
+    """(runtime, engine) of an engine file, or a one-line error. Keep the runtime as long as the engine
+    (TensorRT wants the runtime to outlive its engines); engines of build.backend plugins need the plugins
+    that import_tensorrt registers."""
+    runtime = trt.Runtime(_trt_logger(trt))
+    with open(path, "rb") as f:
+        engine = runtime.deserialize_cuda_engine(f.read())
+    if engine is None:
+        raise EngineMismatchError("{} could not be deserialized by TensorRT {} (corrupt, or built by another "
+                                  "version); rebuild it with trtbuild build".format(path, trt.__version__))
+    return runtime, engine
+
+
+def layer_precisions(trt, engine):
+    """Layer count per precision of a deserialized engine from the engine inspector (TensorRT >= 8.2), {} where
+    unavailable."""
     import json
 
     try:
-        runtime = trt.Runtime(_trt_logger(trt))
-        engine = runtime.deserialize_cuda_engine(engine_bytes)
         inspector = engine.create_engine_inspector()
         info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     except Exception:  # the inspector is a diagnostic; its absence must not fail a build
@@ -510,12 +523,7 @@ def inspect_artifact(path):
     except NoGpuError:
         info["note"] = "TensorRT not installed: manifest only"
         return info
-    runtime = trt.Runtime(_trt_logger(trt))
-    with open(path, "rb") as f:
-        engine = runtime.deserialize_cuda_engine(f.read())
-    if engine is None:
-        raise EngineMismatchError("{} could not be deserialized by TensorRT {} (corrupt, or built by another "
-                                  "version); rebuild it with trtbuild build".format(path, trt.__version__))
+    runtime, engine = deserialize_engine(trt, path)
     tensors = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
@@ -525,7 +533,6 @@ def inspect_artifact(path):
             t["profiles"] = [[list(s) for s in engine.get_tensor_profile_shape(name, p)]
                              for p in range(engine.num_optimization_profiles)]
         tensors.append(t)
-    with open(path, "rb") as f:
-        layers = layer_precisions(trt, f.read())
+    layers = layer_precisions(trt, engine)
     info.update(tensors=tensors, profiles=engine.num_optimization_profiles, layers=layers, tensorrt=trt.__version__)
     return info

@@ -68,19 +68,14 @@ class OrtRunner:
 
 class TrtRunner:
     def __init__(self, path, check=True):
-        from trtbuild.build import check_engine, engine_profiles, fit_feeds, gpu_info, import_tensorrt
+        from trtbuild.build import (check_engine, deserialize_engine, engine_profiles, fit_feeds, gpu_info,
+                                    import_tensorrt)
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
-        from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as _PolyRunner
 
-        # our own runtime, kept as long as the engine (TensorRT wants the runtime to outlive its engines)
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        with open(path, "rb") as f:
-            engine = EngineFromBytes(f.read(), runtime=self.runtime)()
-        if engine is None:
-            raise TrtbuildError("engine {} could not be deserialized; rebuild it with trtbuild build".format(path))
+        self.runtime, engine = deserialize_engine(trt, path)
         self.path = path
         self.entry = entry
         self.engine = engine
