@@ -21,19 +21,38 @@ WORKDIR = os.environ.get("TRTBUILD_GPU_WORKDIR")
 WORKDIR64 = os.environ.get("TRTBUILD_GPU_WORKDIR64")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    if not WORKDIR or not os.path.isfile(os.path.join(WORKDIR, "model.qdq.onnx")):
-        pytest.skip("set TRTBUILD_GPU_WORKDIR to an exported + calibrated work directory")
+def _build_copy(tmp_path_factory, workdir, skip_reason, **build):
+    """FP16 + INT8 engines (buckets 16/32/64, batch <= 8) built in a copy of a prepared work directory."""
+    if not workdir or not os.path.isfile(os.path.join(workdir, "model.qdq.onnx")):
+        pytest.skip(skip_reason)
     from trtbuild.build import build_engines
     from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
 
     work = str(tmp_path_factory.mktemp("gpu") / "work")
-    shutil.copytree(WORKDIR, work, ignore=shutil.ignore_patterns("engines"))
+    shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("engines"))
     config = with_overrides(default_config("gpu"), workdir=work).replace(
-        data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024))
-    results = build_engines(config, int8=True)
-    return config, work, results
+        data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024, **build))
+    return config, work, build_engines(config, int8=True)
+
+
+def _assert_match_ort(work, results):
+    """Each engine's logits against ONNX Runtime FP32 on every profile, padded rows included."""
+    from trtbuild.runners import OrtRunner, TrtRunner
+
+    ort = OrtRunner(os.path.join(work, "model.onnx"))
+    for r, tol in zip(results, (0.02, 0.25)):
+        with TrtRunner(r.engine) as trt_runner:
+            for batch, seq in ((1, 16), (8, 16), (3, 32), (8, 64), (2, 40)):
+                f = feeds(batch, seq, ort.input_names, seed=batch * seq)
+                got, ref = trt_runner.infer(f), ort.infer(f)
+                assert got.shape == ref.shape
+                assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq,
+                                                                                     np.abs(got - ref).max())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return _build_copy(tmp_path_factory, WORKDIR, "set TRTBUILD_GPU_WORKDIR to an exported + calibrated work directory")
 
 
 def feeds(batch, seq, inputs, seed=0):
@@ -61,17 +80,8 @@ def test_engines_and_manifest(built):
 
 
 def test_engine_logits_match_ort_on_every_profile(built):
-    from trtbuild.runners import OrtRunner, TrtRunner
-
     config, work, results = built
-    ort = OrtRunner(os.path.join(work, "model.onnx"))
-    for r, tol in zip(results, (0.02, 0.25)):
-        with TrtRunner(r.engine) as trt_runner:
-            for batch, seq in ((1, 16), (8, 16), (3, 32), (8, 64), (2, 40)):
-                f = feeds(batch, seq, ort.input_names, seed=batch * seq)
-                got, ref = trt_runner.infer(f), ort.infer(f)
-                assert got.shape == ref.shape
-                assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq)
+    _assert_match_ort(work, results)
 
 
 def test_rebuild_offers_the_timing_cache(built):
@@ -137,34 +147,16 @@ def test_bench_times_both_engines_beside_ort(built, tmp_path):
 @pytest.fixture(scope="module")
 def plugin_built(tmp_path_factory):
     """build.backend plugins: TensorRT's BERT plugins (needs the real cuBLAS: WITH_CUBLAS=1 staging)."""
-    if not WORKDIR64 or not os.path.isfile(os.path.join(WORKDIR64, "model.qdq.onnx")):
-        pytest.skip("set TRTBUILD_GPU_WORKDIR64 to an exported + calibrated work directory of a model with 64-wide heads")
-    from trtbuild.build import build_engines
-    from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
-
-    work = str(tmp_path_factory.mktemp("gpu-plugins") / "work")
-    shutil.copytree(WORKDIR64, work, ignore=shutil.ignore_patterns("engines"))
-    config = with_overrides(default_config("gpu"), workdir=work).replace(
-        data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024, backend="plugins"))
-    return config, work, build_engines(config, int8=True)
+    return _build_copy(tmp_path_factory, WORKDIR64, "set TRTBUILD_GPU_WORKDIR64 to an exported + calibrated work "
+                       "directory of a model with 64-wide heads", backend="plugins")
 
 
 def test_plugin_engines_match_ort(plugin_built):
     """The plugin network (fused attention, skip-LayerNorm) gives the ONNX model's logits, padded rows included."""
-    from trtbuild.runners import OrtRunner, TrtRunner
-
     config, work, results = plugin_built
     manifest = json.load(open(os.path.join(os.path.dirname(results[0].engine), "manifest.json")))
     for name in ("fp16.engine", "int8.engine"):
         entry = manifest["engines"][name]
         assert entry["backend"] == "plugins" and entry["source"].endswith("model.safetensors")
         assert entry["sha256"]["weights"]
-    ort = OrtRunner(os.path.join(work, "model.onnx"))
-    for r, tol in zip(results, (0.02, 0.25)):
-        with TrtRunner(r.engine) as trt_runner:
-            for batch, seq in ((1, 16), (8, 16), (3, 32), (8, 64), (2, 40)):
-                f = feeds(batch, seq, ort.input_names, seed=batch * seq)
-                got, ref = trt_runner.infer(f), ort.infer(f)
-                assert got.shape == ref.shape
-                assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-3), (r.precision, batch, seq,
-                                                                                     np.abs(got - ref).max())
+    _assert_match_ort(work, results)
