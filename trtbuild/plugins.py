@@ -79,7 +79,6 @@ class BertSpec(object):
         self.layers = int(config["num_hidden_layers"])
         self.intermediate = int(config["intermediate_size"])
         self.act = config.get("hidden_act", "gelu")
-        self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.head_size = self.hidden // self.heads
 
 
