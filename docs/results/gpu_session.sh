@@ -79,18 +79,21 @@ bertbase)  # the BERT-base shape, step 1: made, exported and calibrated here wit
   $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('$W', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
   # the eval set tokenized + its ORT FP32 baseline, cached (bench draws the simulation's lengths from it)
   $TORCHPY -c "from trtbuild.config import load_config; from trtbuild.verify import prepare_eval; e = prepare_eval(load_config('$C')); print(len(e), 'eval texts cached in', e.path)"
-  # each build is bounded so that a slow one cannot take the whole call (and the machine) with it
-  timeout 420 $TRTPY -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
+  # each build is bounded so that a slow one cannot take the whole call (and the machine) with it;
+  # WAIT_FOR=PID holds the build until that process (e.g. the tiny GPU suite, run beside) is done
+  [ -n "${WAIT_FOR:-}" ] && while kill -0 "$WAIT_FOR" 2>/dev/null; do sleep 2; done
+  timeout ${BUILD_TIMEOUT:-420} $TRTPY -m trtbuild build --config $C --json > "$OUT/bertbase-fp16.json" 2> "$OUT/bertbase-fp16.log"; grep '^built' "$OUT/bertbase-fp16.log"
   ;;
 bertbase-int8)  # step 2 (a separate call): the INT8 engine, then parity and the manifest check
   C=${CONFIG:-configs/bert-base-zh.yaml}; W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
-  timeout 480 $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
+  [ -n "${WAIT_FOR:-}" ] && while kill -0 "$WAIT_FOR" 2>/dev/null; do sleep 2; done
+  timeout ${BUILD_TIMEOUT:-480} $TRTPY -m trtbuild build --config $C --int8 --no-fp16 --json > "$OUT/bertbase-int8.json" 2> "$OUT/bertbase-int8.log"; grep '^built' "$OUT/bertbase-int8.log"
   $TRTPY docs/results/gpu_parity.py $W "$OUT/bertbase-parity.json"
   cp $W/engines/sm*/manifest.json "$OUT/bertbase-manifest.json"
   ;;
 bench)  # issue 8: every backend on the BERT-base engines, one run
   C=${CONFIG:-configs/bert-base-zh.yaml}; W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
-  timeout 540 $TRTPY -m trtbuild bench --config $C --reports "$OUT" > "$OUT/bench-stdout.txt" 2> "$OUT/bench.log"
+  timeout ${BENCH_TIMEOUT:-540} $TRTPY -m trtbuild bench --config $C --reports "$OUT" > "$OUT/bench-stdout.txt" 2> "$OUT/bench.log"
   echo "exit $?"; cat "$OUT/bench-stdout.txt"; tail -n 5 "$OUT/bench.log"
   ;;
 e5-both)  # issue 7 on the default model: both engines built side by side (their speed is not measured), then verify
