@@ -211,3 +211,127 @@ def test_fit_feeds_pads_to_the_profile_or_says_which_profiles_exist():
     assert index == 1 and padded["input_ids"].shape == (2, 64) and padded["attention_mask"][:, 40:].sum() == 0
     with pytest.raises(TrtbuildError, match=r"batch 9 x seq 40 fits none of the engine's profiles \(\(1, 32\)\.\.\(8, 32\)"):
         fit_feeds(profiles, {k: np.ones((9, 40), dtype=np.int64) for k in feeds}, ["input_ids", "attention_mask"])
+
+
+class _FakeTrt:
+    """A stand-in `tensorrt` for build_engine: engines are bytes; a context is refused for bytes in `bad`."""
+
+    __version__ = "8.6.0"
+
+    class Logger:
+        VERBOSE, ERROR = 0, 3
+
+        def __init__(self, level):
+            pass
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class ProfilingVerbosity:
+        DETAILED = "detailed"
+
+    def __init__(self, bad):
+        outer = self
+
+        class Engine:
+            def __init__(self, data):
+                self.data = data
+
+            def create_execution_context(self):
+                return None if self.data in outer.bad else object()
+
+            def create_engine_inspector(self):
+                raise AttributeError("no inspector in the stand-in")
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                return Engine(data)
+
+        self.bad, self.Runtime = bad, Runtime
+
+
+class _FakeProfile(dict):
+    def add(self, name, **shapes):
+        self[name] = shapes
+
+
+@pytest.fixture
+def fake_build(tiny_checkpoint, tmp_path, monkeypatch):
+    """build_engine on the CPU: an exported work directory, a stand-in TensorRT, and Polygraphy's builder steps
+    replaced by one that hands out engine bytes in turn (each call records the timing cache it was offered)."""
+    import sys
+    import types
+
+    import trtbuild.build as build
+    from trtbuild.config import default_config, with_overrides
+    from trtbuild.export import export_onnx
+
+    work = str(tmp_path / "w")
+    export_onnx(with_overrides(default_config("t"), checkpoint=tiny_checkpoint, workdir=work))
+    calls = []
+
+    def builder(engines, bad=()):
+        trt = _FakeTrt(set(bad))
+        monkeypatch.setattr(build, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(build, "gpu_info", lambda: dict(H100))
+        poly = types.ModuleType("polygraphy.backend.trt")
+        poly.CreateConfig = lambda **kw: kw
+        poly.NetworkFromOnnxPath = lambda path, **kw: path
+        poly.Profile = _FakeProfile
+        for name in ("polygraphy", "polygraphy.backend"):
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+        monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", poly)
+
+        def engine_bytes(network, config, save_timing_cache):
+            calls.append(config["load_timing_cache"])
+            open(save_timing_cache, "wb").write(b"cache")
+            return (lambda: engines[len(calls) - 1])
+
+        poly.EngineBytesFromNetwork = engine_bytes
+        return with_overrides(default_config("t"), workdir=work)
+
+    return builder, calls, work
+
+
+def test_build_retries_an_engine_tensorrt_cannot_run(fake_build):
+    from trtbuild.build import build_engine
+
+    builder, calls, work = fake_build
+    config = builder([b"first", b"second"], bad=[b"first"])
+    cache = os.path.join(work, "engines", "sm90-trt8.6.0", "timing.cache")
+    os.makedirs(os.path.dirname(cache))
+    open(cache, "wb").write(b"old cache")
+    notes = []
+    result = build_engine(config, progress=notes.append)
+    assert calls == [cache, None]  # the second try does not load the cache that led to the first engine
+    assert open(result.engine, "rb").read() == b"second"
+    assert any("cannot run (no execution context); building again" in n for n in notes)
+    manifest = json.load(open(result.manifest))
+    assert manifest["engines"]["fp16.engine"]["build_attempts"] == 2
+    assert manifest["engines"]["fp16.engine"]["timing_cache_warm"] is False
+
+
+def test_build_gives_up_after_two_engines_it_cannot_run(fake_build):
+    from trtbuild.build import build_engine
+
+    builder, calls, work = fake_build
+    config = builder([b"first", b"second"], bad=[b"first", b"second"])
+    with pytest.raises(TrtbuildError, match="built 2 fp16 engines in a row that it cannot run \\(no execution "
+                                            "context: .* NVIDIA/TensorRT#2977\\); run the build again"):
+        build_engine(config)
+    engines = os.path.join(work, "engines")
+    assert not any(f.endswith(".engine") or f == "manifest.json" for _, _, fs in os.walk(engines) for f in fs)
+
+
+def test_runner_context_refused_with_one_line():
+    from trtbuild.build import create_context
+
+    class Engine:
+        def create_execution_context(self):
+            return None
+
+    with pytest.raises(EngineMismatchError, match="could not create an execution context for x.engine .*rebuild it"):
+        create_context(Engine(), "x.engine")

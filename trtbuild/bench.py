@@ -251,8 +251,8 @@ class TrtTimer:
     def __init__(self, path):
         from polygraphy import cuda
 
-        from trtbuild.build import (check_engine, deserialize_engine, engine_profiles, fit_feeds, gpu_info,
-                                    import_tensorrt)
+        from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
+                                    gpu_info, import_tensorrt)
 
         trt = import_tensorrt()
         self.trt = trt
@@ -262,7 +262,7 @@ class TrtTimer:
         self.profiles = engine_profiles(self.entry)
         free_before = gpu_memory()[0]
         self.runtime, self.engine = deserialize_engine(trt, path)
-        self.context = self.engine.create_execution_context()
+        self.context = create_context(self.engine, path)
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -33,6 +33,7 @@ from trtbuild.errors import NoGpuError, TrtbuildError
 PRECISIONS = ("fp16", "int8")
 MANIFEST = "manifest.json"
 TIMING_CACHE = "timing.cache"
+BUILD_ATTEMPTS = 2  # a build whose engine cannot create an execution context is tried once more (check_loadable)
 
 
 class EngineMismatchError(TrtbuildError):
@@ -339,40 +340,52 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
         # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
         extra = dict(tactic_sources=[trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT], precision_constraints="prefer")
-    create = CreateConfig(
-        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **extra,
-        load_timing_cache=cache_path if warm else None,
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
-        builder_optimization_level=config.build.optimization_level,
-        profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
     source_path, keep = onnx_path, None
     if plugins:
         source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
     else:
         network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
-    start = time.perf_counter()
-    with atomic_path(cache_path) as tmp_cache:
-        # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
-        # (the loaded cache is already in the builder's config, so the saved one holds old + new).
-        os.remove(tmp_cache)
-        engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
-    seconds = time.perf_counter() - start
+    for attempt in range(BUILD_ATTEMPTS):
+        create = CreateConfig(
+            fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **extra,
+            load_timing_cache=cache_path if warm and attempt == 0 else None,
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
+            builder_optimization_level=config.build.optimization_level,
+            profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+        start = time.perf_counter()
+        with atomic_path(cache_path) as tmp_cache:
+            # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
+            # (the loaded cache is already in the builder's config, so the saved one holds old + new).
+            os.remove(tmp_cache)
+            engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
+        seconds = time.perf_counter() - start
+        if engine_bytes is None:
+            raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(
+                precision))
+        data = bytes(engine_bytes)
+        layers, error = check_loadable(trt, data)
+        if error is None:
+            break
+        if attempt + 1 < BUILD_ATTEMPTS:
+            progress("TensorRT built a {} engine it cannot run ({}); building again without the timing "
+                     "cache".format(precision, error))
+    else:
+        raise TrtbuildError(
+            "TensorRT {} built {} {} engines in a row that it cannot run ({}: with {} profiles this is TensorRT 8.6's "
+            "Myelin bug NVIDIA/TensorRT#2977); run the build again, or use fewer data.buckets".format(
+                trt.__version__, BUILD_ATTEMPTS, precision, error, len(profiles)))
     del keep  # the weights TensorRT read from numpy while building
-    if engine_bytes is None:
-        raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(precision))
-    data = bytes(engine_bytes)
+    warm = warm and attempt == 0
     engine_path = os.path.join(out_dir, "{}.engine".format(precision))
     with atomic_path(engine_path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-    runtime = trt.Runtime(_trt_logger(trt))
-    layers = layer_precisions(trt, runtime.deserialize_cuda_engine(data))
     entry = {
         "precision": precision, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
         "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
         "trtbuild": __version__, "onnx": path.onnx, "backend": config.build.backend, "inputs": record["inputs"],
         "profiles": [p.to_dict() for p in profiles], "build_seconds": round(seconds, 2), "timing_cache_warm": warm,
-        "engine_bytes": len(data), "layers": layers,
+        "engine_bytes": len(data), "layers": layers, "build_attempts": attempt + 1,
         "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
                     "workspace_mib": config.build.workspace_mib,
                     "optimization_level": config.build.optimization_level},
@@ -421,6 +434,34 @@ def _sha256_bytes(data):
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def check_loadable(trt, data):
+    """(layer counts, None) when TensorRT can deserialize the engine bytes and create an execution context, else
+    ({}, why). TensorRT 8.6 can build multi-profile engines whose context creation fails (a Myelin 'missing offset in
+    id2offset', NVIDIA/TensorRT#2977); a build must not hand such an engine on."""
+    runtime = trt.Runtime(_trt_logger(trt))
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        return {}, "it does not deserialize"
+    context = engine.create_execution_context()
+    if context is None:
+        del engine
+        return {}, "no execution context"
+    del context
+    layers = layer_precisions(trt, engine)
+    del engine
+    return layers, None
+
+
+def create_context(engine, path):
+    """An execution context of a deserialized engine, or a one-line error (see check_loadable)."""
+    context = engine.create_execution_context()
+    if context is None:
+        raise EngineMismatchError("TensorRT could not create an execution context for {} (with several profiles this "
+                                  "can be TensorRT 8.6's Myelin bug NVIDIA/TensorRT#2977); rebuild it with trtbuild "
+                                  "build".format(path))
+    return context
 
 
 def deserialize_engine(trt, path):

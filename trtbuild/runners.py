@@ -68,8 +68,8 @@ class OrtRunner:
 
 class TrtRunner:
     def __init__(self, path, check=True):
-        from trtbuild.build import (check_engine, deserialize_engine, engine_profiles, fit_feeds, gpu_info,
-                                    import_tensorrt)
+        from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
+                                    gpu_info, import_tensorrt)
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
@@ -85,7 +85,8 @@ class TrtRunner:
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
         self.device = "{} (TensorRT {})".format(entry.get("gpu", "GPU"), trt.__version__)
-        self.runner = _PolyRunner(engine)
+        self.context = create_context(engine, path)  # a one-line error where TensorRT cannot make one
+        self.runner = _PolyRunner(self.context)
         self.runner.activate()
         self.profile = 0
 
