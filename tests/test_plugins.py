@@ -195,3 +195,106 @@ def test_plugin_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
         assert network.add_convolution_nd.call_count == 8
         seq = [c.args[2] for c in network.add_input.call_args_list]
         assert seq == [(-1, buckets[0] if int8_attention else -1)] * 2
+
+
+def varlen_recipe_forward(spec, w, packed):
+    """The packed network's recipe: every text is the segment cu_seqlens[b]:cu_seqlens[b + 1] of the token
+    stream, positions count from its start, its [CLS] is the segment's first token."""
+    cu = packed["cu_seqlens"]
+    out = []
+    for b in range(len(cu) - 1):
+        ids = packed["input_ids"][cu[b]:cu[b + 1]][None]
+        types = packed["segment_ids"][cu[b]:cu[b + 1]][None]
+        out.append(plugin_recipe_forward(spec, w, ids, np.ones_like(ids), types)[0])
+    return np.stack(out)
+
+
+def test_pack_varlen_gives_the_padded_batch_logits(tiny_checkpoint):
+    from trtbuild.plugins import pack_varlen
+
+    spec, w = load_bert(tiny_checkpoint)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, 300, size=(3, 10))
+    mask = np.zeros_like(ids)
+    for row, n in enumerate((10, 4, 7)):
+        mask[row, :n] = 1
+    types = np.zeros_like(ids)
+    types[:, 2:] = 1
+    packed = pack_varlen({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    assert packed["cu_seqlens"].tolist() == [0, 10, 14, 21]
+    assert packed["input_ids"].tolist() == ids[0].tolist() + ids[1, :4].tolist() + ids[2, :7].tolist()
+    assert packed["max_seqlen"].shape == (10,) and all(a.dtype == np.int32 for a in packed.values())
+    got = varlen_recipe_forward(spec, w, packed)
+    assert np.abs(got - plugin_recipe_forward(spec, w, ids, mask, types)).max() < 1e-5
+    no_types = pack_varlen({"input_ids": ids, "attention_mask": mask})
+    assert not no_types["segment_ids"].any() and len(no_types["segment_ids"]) == 21
+
+
+def test_pack_varlen_refuses_what_the_engine_cannot_take():
+    from trtbuild.errors import TrtbuildError
+    from trtbuild.plugins import pack_varlen
+
+    ids = np.ones((2, 6), dtype=np.int64)
+    left = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    with pytest.raises(TrtbuildError, match="right-padded batches only"):
+        pack_varlen({"input_ids": ids, "attention_mask": left})
+    empty = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    with pytest.raises(TrtbuildError, match="at least one token per text"):
+        pack_varlen({"input_ids": ids, "attention_mask": empty})
+    full = np.ones_like(ids)
+    with pytest.raises(TrtbuildError, match="batch 2 exceeds the engine's max batch 1"):
+        pack_varlen({"input_ids": ids, "attention_mask": full}, max_batch=1)
+    with pytest.raises(TrtbuildError, match="a text of 6 tokens exceeds the engine's longest 4"):
+        pack_varlen({"input_ids": ids, "attention_mask": full}, max_len=4)
+    with pytest.raises(TrtbuildError, match="needs the attention mask"):
+        pack_varlen({"input_ids": ids})
+
+
+def test_varlen_config_and_profile():
+    from trtbuild.build import config_profiles, varlen_shapes
+    from trtbuild.config import DataConfig, default_config
+
+    with pytest.raises(ConfigError, match="varlen: needs backend: plugins"):
+        BuildConfig(varlen=True)
+    with pytest.raises(ConfigError, match="varlen: takes no profiles or static_batches"):
+        BuildConfig(backend="plugins", varlen=True, static_batches=(64,))
+    config = default_config("v").replace(data=DataConfig(buckets=(32, 64, 128, 256)),
+                                         build=BuildConfig(backend="plugins", varlen=True, max_batch=64))
+    (profile,) = config_profiles(config, 256)
+    assert (profile.min, profile.opt, profile.max) == ((1, 1), (64, 128), (64, 256))
+    assert varlen_shapes(profile) == {"input_ids": ((1,), (8192,), (16384,)),
+                                      "segment_ids": ((1,), (8192,), (16384,)),
+                                      "cu_seqlens": ((2,), (65,), (65,)), "max_seqlen": ((1,), (128,), (256,))}
+    too_long = config.replace(data=DataConfig(buckets=(128, 1024)))
+    from trtbuild.errors import TrtbuildError
+
+    with pytest.raises(TrtbuildError, match="build.varlen takes texts of up to 512 tokens; the largest bucket is 1024"):
+        config_profiles(too_long, 1024)
+
+
+def test_varlen_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
+    """The packed network: version-2 plugins, the four packed inputs, attention fed (qkv, dummy mask,
+    cu_seqlens, max_seqlen), [CLS] rows gathered at cu_seqlens[:B]; INT8 keeps FP16 attention."""
+    from unittest import mock
+
+    from trtbuild.plugins import VARLEN_INPUTS, plugin_network
+
+    spec, w = load_bert(tiny_checkpoint)
+    spec.head_size = 64  # the stand-in does not care about the widths
+    for precision in ("fp16", "int8"):
+        trt = mock.MagicMock()
+        trt.int8, trt.float16 = 2, 1
+        ranges = layer_ranges(_scales(2), 2) if precision == "int8" else None
+        network, keep = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], precision,
+                                       [32, 64, 128, 256], ranges, varlen=True)
+        versions = {c.args[1] for c in trt.get_plugin_registry().get_plugin_creator.call_args_list}
+        assert versions == {"2"}
+        assert [c.args[0] for c in network.add_input.call_args_list] == list(VARLEN_INPUTS)
+        assert all(c.args[2] == (-1,) for c in network.add_input.call_args_list)
+        inputs = [c.args[0] for c in network.add_plugin_v2.call_args_list]
+        assert len(inputs[0]) == 4  # the embedding plugin: ids, segment ids, cu_seqlens, max_seqlen
+        assert sorted(len(i) for i in inputs[1:]) == [2] * 4 + [4] * 2  # skip-LayerNorms, then attentions
+        fields = [f.args[0] for f in trt.PluginField.call_args_list]
+        assert "var_seqlen" in fields and "mha_type_id" not in fields and "dq_probs" not in fields
+        network.add_slice.assert_called_once()
+        network.mark_output.assert_called_once()

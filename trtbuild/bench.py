@@ -243,6 +243,19 @@ def _sample_inputs(input_names, batch, seq, vocab, seed=0):
     return feeds
 
 
+def _sample_bucket_inputs(input_names, batch, bucket, lengths, buckets, vocab, seed=0):
+    """As _sample_inputs, but each row only as long as a text of that bucket drawn from `lengths` (the eval
+    set's): the batches a build.varlen engine, which does not pad, serves in the traffic simulation."""
+    import numpy as np
+
+    feeds = _sample_inputs(input_names, batch, bucket, vocab, seed)
+    pool = [min(n, bucket) for n in lengths if bucket_of(n, buckets) == bucket] or [bucket]
+    rows = np.random.default_rng(seed + bucket).choice(pool, size=batch)
+    if "attention_mask" in feeds:
+        feeds["attention_mask"] = (np.arange(bucket)[None, :] < rows[:, None]).astype(np.int64)
+    return feeds
+
+
 class TrtTimer:
     """A trtbuild engine driven through its execution context: device buffers sized per shape, the
     profile that fits picked, launches on one stream. `device()` times execute + sync, `e2e()`
@@ -253,6 +266,7 @@ class TrtTimer:
 
         from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
                                     gpu_info, import_tensorrt)
+        from trtbuild.plugins import is_varlen, varlen_packer
 
         trt = import_tensorrt()
         self.trt = trt
@@ -265,7 +279,11 @@ class TrtTimer:
         self.context = create_context(self.engine, path)
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.tensors_in = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        # what callers feed: the engine's inputs, or for a build.varlen engine the [batch, seq] ones it packs
+        self.varlen = is_varlen(self.tensors_in)
+        self.inputs = list(self.entry.get("inputs", ())) if self.varlen else self.tensors_in
+        self._pack = varlen_packer(self.engine) if self.varlen else None
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         import numpy as np
 
@@ -279,13 +297,15 @@ class TrtTimer:
     def prepare(self, feeds):
         import numpy as np
 
-        if self.profiles:  # timed as the engine runs it: padded to its profile's sequence where needed
+        if self.varlen:  # packed as the engine takes them (the packing is host work, outside the timing)
+            feeds = self._pack(feeds)
+        elif self.profiles:  # timed as the engine runs it: padded to its profile's sequence where needed
             index, feeds = self._fit_feeds(self.profiles, feeds, self.inputs)
             if index != self.profile:
                 self.context.set_optimization_profile_async(index, self.stream.ptr)
                 self.stream.synchronize()
                 self.profile = index
-        for name in self.inputs:
+        for name in self.tensors_in:
             host = np.ascontiguousarray(feeds[name].astype(self.dtypes[name], copy=False))
             self.host[name] = host
             self.context.set_input_shape(name, host.shape)
@@ -294,7 +314,7 @@ class TrtTimer:
             shape = tuple(self.context.get_tensor_shape(name))
             self.host[name] = np.empty(shape, dtype=self.dtypes[name])
             self._buffer(name, shape)
-        for name in self.inputs + self.outputs:
+        for name in self.tensors_in + self.outputs:
             self.context.set_tensor_address(name, self.buffers[name].ptr)
         self.stream.synchronize()
 
@@ -312,7 +332,7 @@ class TrtTimer:
         self.stream.synchronize()
 
     def e2e(self):
-        for name in self.inputs:
+        for name in self.tensors_in:
             self.buffers[name].copy_from(self.host[name], self.stream)
         if not self.context.execute_async_v3(self.stream.ptr):
             raise TrtbuildError("TensorRT execute_async_v3 failed; see the log above")
@@ -675,7 +695,10 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                 if kind == "sim" and name not in sim_engines:
                     continue  # an earlier shape of the table fitted no profile
                 try:
-                    timer.prepare(_sample_inputs(timer.inputs, bs, s, vocab))
+                    if kind == "sim" and timer.varlen:  # real text lengths: this engine does not pad them
+                        timer.prepare(_sample_bucket_inputs(timer.inputs, bs, s, lengths, buckets, vocab))
+                    else:
+                        timer.prepare(_sample_inputs(timer.inputs, bs, s, vocab))
                 except TrtbuildError as e:  # a shape the engine's profiles do not hold: say so, go on
                     if kind != "sim":
                         skipped["{} B{} S{}".format(name, bs, s)] = str(e)

@@ -83,11 +83,34 @@ def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0
 
 
 def config_profiles(config, max_length):
+    if config.build.varlen:
+        return [varlen_profile(config, max_length)]
     if config.build.profiles:
         return list(config.build.profiles)
     buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
     return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch, config.build.fixed_sequence,
                            config.build.static_batches)
+
+
+def varlen_profile(config, max_length):
+    """The one (batch, longest text) profile of a build.varlen engine: batch 1..max_batch, texts up to the largest
+    bucket (or the export's max_length); TensorRT optimizes for opt_batch texts of the middle bucket."""
+    from trtbuild.plugins import VARLEN_MAX_SEQUENCE
+
+    buckets = sorted(b for b in config.data.buckets if b <= max_length) or [max_length]
+    if buckets[-1] > VARLEN_MAX_SEQUENCE:
+        raise TrtbuildError("build.varlen takes texts of up to {} tokens; the largest bucket is {}: lower "
+                            "data.buckets".format(VARLEN_MAX_SEQUENCE, buckets[-1]))
+    opt_batch = config.build.opt_batch or config.build.max_batch
+    return ProfileConfig((1, 1), (opt_batch, buckets[len(buckets) // 2]), (config.build.max_batch, buckets[-1]))
+
+
+def varlen_shapes(profile):
+    """{input: (min, opt, max)} of the packed inputs for a varlen_profile (batch, seq) ProfileConfig."""
+    (b0, s0), (b1, s1), (b2, s2) = profile.min, profile.opt, profile.max
+    tokens = ((b0 * s0,), (b1 * s1,), (b2 * s2,))
+    return {"input_ids": tokens, "segment_ids": tokens, "cu_seqlens": ((b0 + 1,), (b1 + 1,), (b2 + 1,)),
+            "max_seqlen": ((s0,), (s1,), (s2,))}
 
 
 def pick_profile(profiles, batch, sequence):
@@ -325,17 +348,23 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
 
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
-    source = path.onnx if config.build.backend == "onnx" else "the checkpoint with TensorRT's BERT plugins"
+    source = path.onnx if config.build.backend == "onnx" else "the checkpoint with TensorRT's BERT plugins{}".format(
+        " (variable length)" if config.build.varlen else "")
     progress("building {} engine for {} (sm {}, TensorRT {}) from {}, {} profile(s), timing cache {}".format(
         precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, source, len(profiles),
         "warm" if warm else "cold"))
+    plugins = config.build.backend == "plugins"
+    varlen = plugins and config.build.varlen
     trt_profiles = []
     for p in profiles:
         prof = Profile()
-        for name in record["inputs"]:
-            prof.add(name, min=p.min, opt=p.opt, max=p.max)
+        if varlen:
+            for name, (lo, opt, hi) in varlen_shapes(p).items():
+                prof.add(name, min=lo, opt=opt, max=hi)
+        else:
+            for name in record["inputs"]:
+                prof.add(name, min=p.min, opt=p.opt, max=p.max)
         trt_profiles.append(prof)
-    plugins = config.build.backend == "plugins"
     extra = {}
     if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
         # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
@@ -394,6 +423,11 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
     }
     if precision == "int8" and os.path.isfile(wd.path("scales.json")):
         entry["sha256"]["scales"] = sha256_file(wd.path("scales.json"))
+    if varlen:  # the engine's own inputs are the packed ones; runners pack [batch, seq] feeds (plugins.pack_varlen)
+        from trtbuild.plugins import VARLEN_INPUTS
+
+        entry["varlen"] = True
+        entry["engine_inputs"] = list(VARLEN_INPUTS)
     if source_path != onnx_path:  # the plugin backend: the checkpoint's weights, as the export recorded them
         entry["source"] = source_path
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
@@ -426,7 +460,8 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
     buckets = sorted({p.max[1] for p in profiles})
     logger = _trt_logger(trt, verbose)
     builder = trt.Builder(logger)
-    network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger)
+    network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger,
+                                   varlen=config.build.varlen)
     return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
 
 

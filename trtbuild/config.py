@@ -176,10 +176,17 @@ class BuildConfig:
     # onnx: TensorRT's ONNX parser on model.onnx / model.qdq.onnx; plugins: the encoder written with TensorRT's
     # BERT plugins (fused attention, skip-LayerNorm) from the checkpoint's weights (trtbuild/plugins.py)
     backend: str = "onnx"
+    # plugins only: the variable-length plugins on packed batches (no padding; one profile for every length up
+    # to the largest bucket, at most 512); the runners pack [batch, seq] inputs (trtbuild/plugins.py)
+    varlen: bool = False
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
         _check(self.backend in ("onnx", "plugins"), "backend", "must be onnx or plugins (got {!r})".format(self.backend))
+        _check(not self.varlen or self.backend == "plugins", "varlen",
+               "needs backend: plugins (the variable-length BERT plugins)")
+        _check(not (self.varlen and (self.profiles or self.static_batches)), "varlen",
+               "takes no profiles or static_batches: its one profile covers every batch and length")
         if self.opt_batch is not None:
             _check(1 <= self.opt_batch <= self.max_batch, "opt_batch",
                    "must be between 1 and max_batch {} (got {})".format(self.max_batch, self.opt_batch))

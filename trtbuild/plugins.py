@@ -22,6 +22,13 @@ BertForSequenceClassification checkpoint:
   stays FP16 between INT8 GEMMs.
 - Padding: the plugins read the attention mask as "the first n tokens are real" (right padding,
   as trtbuild's tokenizer pads).
+- `build.varlen: true`: the variable-length versions of the same plugins (`demo/BERT/
+  builder_varseqlen.py`, plugin version 2). The engine takes the batch *packed*: `input_ids` and
+  `segment_ids` [total tokens], `cu_seqlens` [batch + 1] (where each text starts) and a dummy
+  `max_seqlen` [longest text] whose length picks the fused attention kernel (FP16 on sm90: 64, 96,
+  128, 256, 384, 512; nothing is padded to it). The runners pack [batch, seq] feeds on the host
+  (`pack_varlen`), so callers still pass the ONNX export's inputs. Attention stays FP16 in the INT8
+  engine (INT8 GEMMs).
 """
 
 import json
@@ -32,6 +39,8 @@ from trtbuild.errors import TrtbuildError
 
 PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
                    "CustomSkipLayerNormPluginDynamic")
+VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
+VARLEN_MAX_SEQUENCE = 512  # the variable-length attention plugin's longest text
 INT8_MHA_SEQUENCES = (64, 96, 128, 384)  # fused INT8 attention kernels (TensorRT 8.6, sm75..sm90)
 SAFETENSORS = "model.safetensors"
 
@@ -184,8 +193,9 @@ def layer_ranges(scales, layers):
 # ---------------------------------------------------------------------------------------------
 # The network
 
-def load_plugins(trt, logger):
-    """Register TensorRT's plugin library; a one-line error if it (or a BERT plugin) cannot be loaded."""
+def load_plugins(trt, logger, version="1"):
+    """Register TensorRT's plugin library; a one-line error if it (or a BERT plugin) cannot be loaded. Version
+    "1": fixed sequence length ([S, B, E, 1, 1] tensors); "2": variable length (packed [tokens, E, 1, 1])."""
     try:
         trt.init_libnvinfer_plugins(logger, "")
     except Exception as e:  # pragma: no cover - depends on the install
@@ -193,34 +203,37 @@ def load_plugins(trt, logger):
     registry = trt.get_plugin_registry()
     creators = {}
     for name in PLUGIN_CREATORS:
-        creator = registry.get_plugin_creator(name, "1", "")
+        creator = registry.get_plugin_creator(name, version, "")
         if creator is None:
-            raise PluginBackendError("TensorRT {} has no {} plugin; use build.backend onnx".format(
-                trt.__version__, name))
+            raise PluginBackendError("TensorRT {} has no {} plugin version {}; use build.backend onnx".format(
+                trt.__version__, name, version))
         creators[name] = creator
     return creators
 
 
-def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None):
+def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
+                   varlen=False):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
-    `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges)."""
+    `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
+    network (inputs VARLEN_INPUTS, see the module doc) instead of [batch, seq] inputs."""
     import numpy as np
 
     if spec.head_size != 64:
         raise PluginBackendError("TensorRT 8.6's attention plugin picks its fused kernels by sequence length alone and "
                                  "has them for head size 64 only; this model's heads are {} wide: use build.backend "
                                  "onnx".format(spec.head_size))
-    creators = load_plugins(trt, logger or trt.Logger(trt.Logger.ERROR))
+    creators = load_plugins(trt, logger or trt.Logger(trt.Logger.ERROR), "2" if varlen else "1")
     int8 = precision == "int8"
     if int8 and ranges is None:
         raise PluginBackendError("the INT8 plugin engine needs scales.json; run `trtbuild calibrate` first")
     # INT8 attention needs a sequence length fixed in the network itself (one bucket) with a fused kernel
-    int8_mha = (int8 and spec.head_size == 64 and len(buckets) == 1 and buckets[0] in INT8_MHA_SEQUENCES
+    int8_mha = (int8 and not varlen and spec.head_size == 64 and len(buckets) == 1 and buckets[0] in INT8_MHA_SEQUENCES
                 and all(r["qkv"] is not None for r in ranges))
     mha_type = trt.int8 if int8_mha else trt.float16
     ln_type = trt.float16
     E, keep = spec.hidden, []
+    unit = (1,) * (4 if varlen else 5)  # constant shape: [tokens, E, 1, 1] packed, [S, B, E, 1, 1] otherwise
 
     def arr(x, dtype=np.float32):
         a = np.ascontiguousarray(x, dtype=dtype)
@@ -240,7 +253,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         return network.add_constant(a.shape, trt.Weights(a)).get_output(0)
 
     def dense(x, w, b, out_features, name):
-        """[S, B, K, 1, 1] -> [S, B, N, 1, 1]; INT8 as a 1x1 convolution (demo/BERT)."""
+        """[S, B, K, 1, 1] -> [S, B, N, 1, 1] (packed: [T, K, 1, 1] -> [T, N, 1, 1]); INT8 as a 1x1 convolution."""
         wa, ba = arr(w), arr(b)
         if int8 or not hasattr(network, "add_fully_connected"):  # (TensorRT 10 removed fully connected layers)
             layer = network.add_convolution_nd(x, out_features, (1, 1), trt.Weights(wa), trt.Weights(ba))
@@ -261,21 +274,21 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
 
     def gelu(x, name):
         if spec.act == "gelu":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
-            scaled = network.add_elementwise(x, const(np.full((1, 1, 1, 1, 1), 0.7071067811865476)),
+            scaled = network.add_elementwise(x, const(np.full(unit, 0.7071067811865476)),
                                              trt.ElementWiseOperation.PROD).get_output(0)
             inner = network.add_unary(scaled, trt.UnaryOperation.ERF).get_output(0)
         else:  # tanh approximation (gelu_new, gelu_pytorch_tanh)
-            cube = network.add_elementwise(x, const(np.full((1, 1, 1, 1, 1), 3.0)),
+            cube = network.add_elementwise(x, const(np.full(unit, 3.0)),
                                            trt.ElementWiseOperation.POW).get_output(0)
-            t = network.add_elementwise(cube, const(np.full((1, 1, 1, 1, 1), 0.044715)),
+            t = network.add_elementwise(cube, const(np.full(unit, 0.044715)),
                                         trt.ElementWiseOperation.PROD).get_output(0)
             t = network.add_elementwise(x, t, trt.ElementWiseOperation.SUM).get_output(0)
-            t = network.add_elementwise(t, const(np.full((1, 1, 1, 1, 1), 0.7978845608028654)),
+            t = network.add_elementwise(t, const(np.full(unit, 0.7978845608028654)),
                                         trt.ElementWiseOperation.PROD).get_output(0)
             inner = network.add_activation(t, trt.ActivationType.TANH).get_output(0)
-        one = network.add_elementwise(inner, const(np.full((1, 1, 1, 1, 1), 1.0)),
+        one = network.add_elementwise(inner, const(np.full(unit, 1.0)),
                                       trt.ElementWiseOperation.SUM).get_output(0)
-        half = network.add_elementwise(one, const(np.full((1, 1, 1, 1, 1), 0.5)),
+        half = network.add_elementwise(one, const(np.full(unit, 0.5)),
                                        trt.ElementWiseOperation.PROD).get_output(0)
         out = network.add_elementwise(half, x, trt.ElementWiseOperation.PROD)
         out.name = name
@@ -283,22 +296,8 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
 
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
-    seq = buckets[0] if int8_mha else -1
-    inputs = {n: network.add_input(n, trt.int32, (-1, seq)) for n in input_names}
-    if "input_ids" not in inputs or "attention_mask" not in inputs:
-        raise PluginBackendError("the plugin network needs input_ids and attention_mask inputs (the export has {})"
-                                 .format(", ".join(input_names)))
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    types = inputs.get("token_type_ids")
-    if types is None:  # all-zero token types, shaped like the mask
-        types = network.add_elementwise(mask, const(np.zeros((1, 1)), dtype=np.int32),
-                                        trt.ElementWiseOperation.PROD).get_output(0)
-
-    def seq_major(t):
-        sh = network.add_shuffle(t)
-        sh.second_transpose = (1, 0)
-        return sh.get_output(0)
-
+    emb_inputs, cu_seqlens = _emb_inputs_varlen(trt, network) if varlen else _emb_inputs(
+        trt, network, input_names, buckets[0] if int8_mha else -1, const)
     emb_fields = [
         field("bert_embeddings_layernorm_beta", weights["embeddings.LayerNorm.bias"], trt.PluginFieldType.FLOAT32),
         field("bert_embeddings_layernorm_gamma", weights["embeddings.LayerNorm.weight"], trt.PluginFieldType.FLOAT32),
@@ -309,16 +308,19 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         field("bert_embeddings_position_embeddings", weights["embeddings.position_embeddings.weight"],
               trt.PluginFieldType.FLOAT32),
         field("output_fp16", [1], trt.PluginFieldType.INT32),
-        field("mha_type_id", [int(mha_type)], trt.PluginFieldType.INT32),
     ]
+    if not varlen:
+        emb_fields.append(field("mha_type_id", [int(mha_type)], trt.PluginFieldType.INT32))
     emb_plugin = creators["CustomEmbLayerNormPluginDynamic"].create_plugin(
         "embeddings", trt.PluginFieldCollection(emb_fields))
-    emb = network.add_plugin_v2([seq_major(ids), seq_major(types), seq_major(mask)], emb_plugin)
+    emb = network.add_plugin_v2(emb_inputs, emb_plugin)
     emb.name = "embeddings"
-    hidden, mask_idx = emb.get_output(0), emb.get_output(1)
+    hidden, mask_idx = emb.get_output(0), emb.get_output(1)  # (packed: the mask output is an empty dummy)
     if int8:
         rng(hidden, ranges[0]["input"])
-        mask_idx.set_dynamic_range(-1, 1)
+        if not varlen:
+            mask_idx.set_dynamic_range(-1, 1)
+    mha_inputs = [mask_idx] + emb_inputs[2:] if varlen else [mask_idx]
 
     for i in range(spec.layers):
         p = "encoder.layer.{}.".format(i)
@@ -333,12 +335,14 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
                       field("num_heads", [spec.heads], trt.PluginFieldType.INT32),
                       field("has_mask", [1], trt.PluginFieldType.INT32),
                       field("type_id", [int(mha_type)], trt.PluginFieldType.INT32)]
+        if varlen:
+            mha_fields.append(field("var_seqlen", [1], trt.PluginFieldType.INT32))
         if int8_mha:
             rng(qkv, r["qkv"])
             mha_fields.append(field("dq_probs", [r["probs"] / 127.0], trt.PluginFieldType.FLOAT32))
         mha_plugin = creators["CustomQKVToContextPluginDynamic"].create_plugin(
             "l{}.attention".format(i), trt.PluginFieldCollection(mha_fields))
-        mha = network.add_plugin_v2([qkv, mask_idx], mha_plugin)
+        mha = network.add_plugin_v2([qkv] + mha_inputs, mha_plugin)
         mha.name = "l{}.attention".format(i)
         context = mha.get_output(0)
         rng(context, r.get("context"))
@@ -359,10 +363,53 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         hidden = skip_layernorm(out.get_output(0), attn, p + "output.LayerNorm", "l{}.ffn_ln".format(i))
         rng(hidden, nxt)
 
-    # [CLS]: [S, B, E, 1, 1] -> [B, E]; pooler (tanh) and classifier in FP32
-    first = network.add_gather(hidden, const(np.zeros((1,)), dtype=np.int32), 0).get_output(0)
+    if varlen:  # [CLS] of each text: the rows cu_seqlens[0:B] of [T, E, 1, 1]
+        count = network.add_shape(cu_seqlens).get_output(0)
+        count = network.add_elementwise(count, const(np.ones((1,)), dtype=np.int32),
+                                        trt.ElementWiseOperation.SUB).get_output(0)
+        starts = network.add_slice(cu_seqlens, (0,), (1,), (1,))
+        starts.set_input(2, count)
+        first = network.add_gather(hidden, starts.get_output(0), 0).get_output(0)
+    else:  # [CLS]: [S, B, E, 1, 1] -> [B, E, 1, 1]
+        first = network.add_gather(hidden, const(np.zeros((1,)), dtype=np.int32), 0).get_output(0)
+    return _classifier_head(trt, network, first, E, weights, const), keep
+
+
+def _emb_inputs(trt, network, input_names, seq, const):
+    """([input ids, token types, mask] sequence-major, None): the [batch, seq] inputs (seq -1 or fixed) as the
+    embedding plugin version 1 reads them."""
+    import numpy as np
+
+    inputs = {n: network.add_input(n, trt.int32, (-1, seq)) for n in input_names}
+    if "input_ids" not in inputs or "attention_mask" not in inputs:
+        raise PluginBackendError("the plugin network needs input_ids and attention_mask inputs (the export has {})"
+                                 .format(", ".join(input_names)))
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    types = inputs.get("token_type_ids")
+    if types is None:  # all-zero token types, shaped like the mask
+        types = network.add_elementwise(mask, const(np.zeros((1, 1)), dtype=np.int32),
+                                        trt.ElementWiseOperation.PROD).get_output(0)
+
+    def seq_major(t):
+        sh = network.add_shuffle(t)
+        sh.second_transpose = (1, 0)
+        return sh.get_output(0)
+
+    return [seq_major(ids), seq_major(types), seq_major(mask)], None
+
+
+def _emb_inputs_varlen(trt, network):
+    """(the packed inputs VARLEN_INPUTS, cu_seqlens) for the embedding plugin version 2."""
+    inputs = [network.add_input(n, trt.int32, (-1,)) for n in VARLEN_INPUTS]
+    return inputs, inputs[2]
+
+
+def _classifier_head(trt, network, first, hidden_size, weights, const):
+    """[B, E, 1, 1] [CLS] rows -> pooler (tanh) and classifier in FP32 -> the `logits` output [B, labels]."""
+    import numpy as np
+
     flat = network.add_shuffle(first)
-    flat.reshape_dims = (-1, E)
+    flat.reshape_dims = (-1, hidden_size)
     x = flat.get_output(0)
 
     def linear(x, w, b, name):
@@ -381,4 +428,46 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     logits.name = "logits"
     network.mark_output(logits)
     logits.dtype = trt.float32
-    return network, keep
+    return network
+
+
+def pack_varlen(feeds, max_batch=None, max_len=VARLEN_MAX_SEQUENCE):
+    """[batch, seq] feeds (input_ids, attention_mask right-padded, optional token_type_ids) -> the packed inputs
+    of a `build.varlen` engine: input_ids and segment_ids [total tokens], cu_seqlens [batch + 1] and max_seqlen,
+    a dummy whose length is the longest text (int32). One-line error for what the engine cannot take."""
+    import numpy as np
+
+    ids = np.asarray(feeds["input_ids"])
+    if "attention_mask" not in feeds:
+        raise TrtbuildError("a build.varlen engine needs the attention mask to know each text's length")
+    mask = np.asarray(feeds["attention_mask"]) != 0
+    types = np.asarray(feeds.get("token_type_ids", np.zeros_like(ids)))
+    batch, seq = ids.shape
+    lengths = mask.sum(axis=1)
+    if not np.array_equal(mask, np.arange(seq)[None, :] < lengths[:, None]):
+        raise TrtbuildError("a build.varlen engine takes right-padded batches only (attention mask 1...1 0...0)")
+    if batch == 0 or lengths.min() < 1:
+        raise TrtbuildError("a build.varlen engine needs at least one token per text (got a batch with an empty one)")
+    longest = int(lengths.max())
+    if max_batch is not None and batch > max_batch:
+        raise TrtbuildError("batch {} exceeds the engine's max batch {}; split it or rebuild with a larger "
+                            "build.max_batch".format(batch, max_batch))
+    if longest > max_len:
+        raise TrtbuildError("a text of {} tokens exceeds the engine's longest {}; truncate it (export.max_length)"
+                            .format(longest, max_len))
+    cu = np.zeros(batch + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu[1:])
+    return {"input_ids": ids[mask].astype(np.int32), "segment_ids": types[mask].astype(np.int32),
+            "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)}
+
+
+def is_varlen(input_names):
+    """Whether an engine with these input tensors is a build.varlen one (packed inputs)."""
+    return "cu_seqlens" in input_names
+
+
+def varlen_packer(engine):
+    """pack_varlen bound to a deserialized build.varlen engine's limits (its profile's max batch and length)."""
+    max_batch = int(engine.get_tensor_profile_shape("cu_seqlens", 0)[2][0]) - 1
+    max_len = int(engine.get_tensor_profile_shape("max_seqlen", 0)[2][0])
+    return lambda feeds: pack_varlen(feeds, max_batch, max_len)

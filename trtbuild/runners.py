@@ -70,6 +70,7 @@ class TrtRunner:
     def __init__(self, path, check=True):
         from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
                                     gpu_info, import_tensorrt)
+        from trtbuild.plugins import is_varlen, varlen_packer
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
@@ -84,13 +85,21 @@ class TrtRunner:
         self.input_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
+        # a build.varlen engine takes packed inputs; callers pass [batch, seq] ones and infer() packs them
+        self.varlen = is_varlen(self.input_names)
+        if self.varlen:
+            self.input_names = list(entry.get("inputs") or ("input_ids", "attention_mask", "token_type_ids"))
+            self.profiles = []
         self.device = "{} (TensorRT {})".format(entry.get("gpu", "GPU"), trt.__version__)
+        self._pack = varlen_packer(engine) if self.varlen else None
         self.context = create_context(engine, path)  # a one-line error where TensorRT cannot make one
         self.runner = _PolyRunner(self.context)
         self.runner.activate()
         self.profile = 0
 
     def infer(self, feeds):
+        if self.varlen:
+            return np.asarray(self.runner.infer(self._pack(feeds))["logits"]).astype(np.float32)
         if self.profiles:
             index, feeds = self._fit_feeds(self.profiles, feeds, self.input_names)
             if index != self.profile:

@@ -160,3 +160,34 @@ def test_plugin_engines_match_ort(plugin_built):
         assert entry["backend"] == "plugins" and entry["source"].endswith("model.safetensors")
         assert entry["sha256"]["weights"]
     _assert_match_ort(work, results)
+
+
+@pytest.fixture(scope="module")
+def varlen_built(tmp_path_factory):
+    """build.varlen: the variable-length BERT plugins on packed batches (one profile, no padding)."""
+    return _build_copy(tmp_path_factory, WORKDIR64, "set TRTBUILD_GPU_WORKDIR64 to an exported + calibrated work "
+                       "directory of a model with 64-wide heads", backend="plugins", varlen=True)
+
+
+def test_varlen_engines_match_ort(varlen_built):
+    """Packed on the host, the variable-length engines give the ONNX model's logits for padded batches; bench's
+    timer runs them at a full shape and at the simulation's real text lengths."""
+    from trtbuild.bench import TrtTimer, _sample_bucket_inputs, _sample_inputs
+
+    config, work, results = varlen_built
+    manifest = json.load(open(os.path.join(os.path.dirname(results[0].engine), "manifest.json")))
+    for name in ("fp16.engine", "int8.engine"):
+        entry = manifest["engines"][name]
+        assert entry["varlen"] and entry["engine_inputs"] == ["input_ids", "segment_ids", "cu_seqlens", "max_seqlen"]
+        assert entry["profiles"] == [{"min": [1, 1], "opt": [8, 32], "max": [8, 64]}]
+    _assert_match_ort(work, results)
+    timer = TrtTimer(results[0].engine)
+    try:
+        assert timer.varlen and timer.inputs == manifest["engines"]["fp16.engine"]["inputs"]
+        timer.prepare(_sample_inputs(timer.inputs, 8, 64, 1000))
+        timer.device()
+        timer.prepare(_sample_bucket_inputs(timer.inputs, 8, 32, [5, 20, 31, 40], [16, 32, 64], 1000))
+        timer.e2e()
+        assert timer.host["logits"].shape[0] == 8
+    finally:
+        timer.close()
