@@ -2,6 +2,9 @@
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
 # (bertbase, bertbase-int8 and bench take CONFIG=<yaml> instead of configs/bert-base-zh.yaml)
+# (issue 9 p6, build.varlen: CONFIG=docs/results/exp/bb-p6.yaml ... bertbase; ... bertbase-int8; ... bench)
+# Run `tiny` on its own: beside a CPU-heavy step its ONNX builds hit TensorRT 8.6's Myelin context bug
+# (docs/results/gpu-tests-2026-11-26b-h100-trt8.6.0.log).
 #   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME|plugins2
 # Results land in $OUT (the device tool brings them back) and are committed under docs/results/.
 set -uo pipefail
