@@ -268,7 +268,7 @@ def test_varlen_config_and_profile():
     too_long = config.replace(data=DataConfig(buckets=(128, 1024)))
     from trtbuild.errors import TrtbuildError
 
-    with pytest.raises(TrtbuildError, match="build.varlen takes texts of up to 512 tokens; the largest bucket is 1024"):
+    with pytest.raises(TrtbuildError, match="build.varlen takes texts of up to 384 tokens; the largest bucket is 1024"):
         config_profiles(too_long, 1024)
 
 
@@ -298,3 +298,16 @@ def test_varlen_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
         assert "var_seqlen" in fields and "mha_type_id" not in fields and "dq_probs" not in fields
         network.add_slice.assert_called_once()
         network.mark_output.assert_called_once()
+
+
+def test_a_refused_plugin_is_a_one_line_error():
+    from unittest import mock
+
+    from trtbuild.plugins import _create
+
+    creator = mock.MagicMock()
+    creator.name = "CustomQKVToContextPluginDynamic"
+    creator.create_plugin.return_value = None
+    with pytest.raises(PluginBackendError, match="CustomQKVToContextPluginDynamic plugin refused the fields for "
+                                                 "l0.attention"):
+        _create(creator, "l0.attention", [], mock.MagicMock())

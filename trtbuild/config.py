@@ -177,7 +177,7 @@ class BuildConfig:
     # BERT plugins (fused attention, skip-LayerNorm) from the checkpoint's weights (trtbuild/plugins.py)
     backend: str = "onnx"
     # plugins only: the variable-length plugins on packed batches (no padding; one profile for every length up
-    # to the largest bucket, at most 512); the runners pack [batch, seq] inputs (trtbuild/plugins.py)
+    # to the largest bucket, at most 384); the runners pack [batch, seq] inputs (trtbuild/plugins.py)
     varlen: bool = False
 
     def __post_init__(self):

@@ -26,7 +26,7 @@ BertForSequenceClassification checkpoint:
   builder_varseqlen.py`, plugin version 2). The engine takes the batch *packed*: `input_ids` and
   `segment_ids` [total tokens], `cu_seqlens` [batch + 1] (where each text starts) and a dummy
   `max_seqlen` [longest text] whose length picks the fused attention kernel (FP16 on sm90: 64, 96,
-  128, 256, 384, 512; nothing is padded to it). The runners pack [batch, seq] feeds on the host
+  128, 256, 384; nothing is padded to it). The runners pack [batch, seq] feeds on the host
   (`pack_varlen`), so callers still pass the ONNX export's inputs. Attention stays FP16 in the INT8
   engine (INT8 GEMMs).
 """
@@ -40,7 +40,9 @@ from trtbuild.errors import TrtbuildError
 PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
                    "CustomSkipLayerNormPluginDynamic")
 VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
-VARLEN_MAX_SEQUENCE = 512  # the variable-length attention plugin's longest text
+# the longest text of the variable-length network: the attention plugin takes 512, but TensorRT 8.6's embedding
+# plugin version 2 launches one block per position up to 384 only (embLayerNormVarSeqlenPlugin.cpp enqueue)
+VARLEN_MAX_SEQUENCE = 384
 INT8_MHA_SEQUENCES = (64, 96, 128, 384)  # fused INT8 attention kernels (TensorRT 8.6, sm75..sm90)
 SAFETENSORS = "model.safetensors"
 
@@ -267,7 +269,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
                   field("type_id", [int(ln_type)], trt.PluginFieldType.INT32),
                   field("beta", weights[prefix + ".bias"], trt.PluginFieldType.FLOAT32),
                   field("gamma", weights[prefix + ".weight"], trt.PluginFieldType.FLOAT32)]
-        plugin = creators["CustomSkipLayerNormPluginDynamic"].create_plugin(name, trt.PluginFieldCollection(fields))
+        plugin = _create(creators["CustomSkipLayerNormPluginDynamic"], name, fields, trt)
         layer = network.add_plugin_v2([x, skip], plugin)
         layer.name = name
         return layer.get_output(0)
@@ -311,8 +313,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     ]
     if not varlen:
         emb_fields.append(field("mha_type_id", [int(mha_type)], trt.PluginFieldType.INT32))
-    emb_plugin = creators["CustomEmbLayerNormPluginDynamic"].create_plugin(
-        "embeddings", trt.PluginFieldCollection(emb_fields))
+    emb_plugin = _create(creators["CustomEmbLayerNormPluginDynamic"], "embeddings", emb_fields, trt)
     emb = network.add_plugin_v2(emb_inputs, emb_plugin)
     emb.name = "embeddings"
     hidden, mask_idx = emb.get_output(0), emb.get_output(1)  # (packed: the mask output is an empty dummy)
@@ -330,7 +331,10 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
                               weights[p + "attention.self.value.weight"], weights[p + "attention.self.query.bias"],
                               weights[p + "attention.self.key.bias"], weights[p + "attention.self.value.bias"],
                               spec.heads)
-        qkv = dense(hidden, w, b, 3 * E, "l{}.qkv".format(i)).get_output(0)
+        qkv_layer = dense(hidden, w, b, 3 * E, "l{}.qkv".format(i))
+        if int8 and varlen:  # the FP16 attention plugin takes FP16 only: no FP32 detour after the INT8 GEMM
+            qkv_layer.set_output_type(0, trt.float16)
+        qkv = qkv_layer.get_output(0)
         mha_fields = [field("hidden_size", [E], trt.PluginFieldType.INT32),
                       field("num_heads", [spec.heads], trt.PluginFieldType.INT32),
                       field("has_mask", [1], trt.PluginFieldType.INT32),
@@ -340,8 +344,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         if int8_mha:
             rng(qkv, r["qkv"])
             mha_fields.append(field("dq_probs", [r["probs"] / 127.0], trt.PluginFieldType.FLOAT32))
-        mha_plugin = creators["CustomQKVToContextPluginDynamic"].create_plugin(
-            "l{}.attention".format(i), trt.PluginFieldCollection(mha_fields))
+        mha_plugin = _create(creators["CustomQKVToContextPluginDynamic"], "l{}.attention".format(i), mha_fields, trt)
         mha = network.add_plugin_v2([qkv] + mha_inputs, mha_plugin)
         mha.name = "l{}.attention".format(i)
         context = mha.get_output(0)
@@ -364,7 +367,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         rng(hidden, nxt)
 
     if varlen:  # [CLS] of each text: the rows cu_seqlens[0:B] of [T, E, 1, 1]
-        count = network.add_shape(cu_seqlens).get_output(0)
+        count = network.add_shape(cu_seqlens).get_output(0)  # INT32 in TensorRT 8.6 (INT64 from TensorRT 10)
         count = network.add_elementwise(count, const(np.ones((1,)), dtype=np.int32),
                                         trt.ElementWiseOperation.SUB).get_output(0)
         starts = network.add_slice(cu_seqlens, (0,), (1,), (1,))
@@ -373,6 +376,15 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     else:  # [CLS]: [S, B, E, 1, 1] -> [B, E, 1, 1]
         first = network.add_gather(hidden, const(np.zeros((1,)), dtype=np.int32), 0).get_output(0)
     return _classifier_head(trt, network, first, E, weights, const), keep
+
+
+def _create(creator, name, fields, trt):
+    """A plugin from its creator, or a one-line error where the creator refuses the fields (it returns None)."""
+    plugin = creator.create_plugin(name, trt.PluginFieldCollection(fields))
+    if plugin is None:
+        raise PluginBackendError("TensorRT's {} plugin refused the fields for {} (run with --verbose for its "
+                                 "reason); use build.backend onnx".format(creator.name, name))
+    return plugin
 
 
 def _emb_inputs(trt, network, input_names, seq, const):
