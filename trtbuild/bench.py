@@ -266,7 +266,7 @@ class TrtTimer:
 
         from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
                                     gpu_info, import_tensorrt)
-        from trtbuild.plugins import is_varlen, varlen_packer
+        from trtbuild.plugins import varlen_feeds
 
         trt = import_tensorrt()
         self.trt = trt
@@ -281,9 +281,9 @@ class TrtTimer:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.tensors_in = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         # what callers feed: the engine's inputs, or for a build.varlen engine the [batch, seq] ones it packs
-        self.varlen = is_varlen(self.tensors_in)
-        self.inputs = list(self.entry.get("inputs", ())) if self.varlen else self.tensors_in
-        self._pack = varlen_packer(self.engine) if self.varlen else None
+        varlen = varlen_feeds(self.engine, self.tensors_in, self.entry)
+        self.varlen = varlen is not None
+        self.inputs, self._pack = varlen or (self.tensors_in, None)
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         import numpy as np
 

@@ -83,21 +83,20 @@ def profiles_from_lengths(lengths, max_length, max_batch, quantiles=(0.5, 0.8, 0
 
 
 def config_profiles(config, max_length):
+    buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
     if config.build.varlen:
-        return [varlen_profile(config, max_length)]
+        return [varlen_profile(config, sorted(buckets))]
     if config.build.profiles:
         return list(config.build.profiles)
-    buckets = [b for b in config.data.buckets if b <= max_length] or [max_length]
     return bucket_profiles(buckets, config.build.max_batch, config.build.opt_batch, config.build.fixed_sequence,
                            config.build.static_batches)
 
 
-def varlen_profile(config, max_length):
+def varlen_profile(config, buckets):
     """The one (batch, longest text) profile of a build.varlen engine: batch 1..max_batch, texts up to the largest
-    bucket (or the export's max_length); TensorRT optimizes for opt_batch texts of the middle bucket."""
+    of the (sorted) buckets; TensorRT optimizes for opt_batch texts of the middle bucket."""
     from trtbuild.plugins import VARLEN_MAX_SEQUENCE
 
-    buckets = sorted(b for b in config.data.buckets if b <= max_length) or [max_length]
     if buckets[-1] > VARLEN_MAX_SEQUENCE:
         raise TrtbuildError("build.varlen takes texts of up to {} tokens; the largest bucket is {}: lower "
                             "data.buckets".format(VARLEN_MAX_SEQUENCE, buckets[-1]))
@@ -354,7 +353,7 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
         precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, source, len(profiles),
         "warm" if warm else "cold"))
     plugins = config.build.backend == "plugins"
-    varlen = plugins and config.build.varlen
+    varlen = config.build.varlen  # (the config allows it with plugins only)
     trt_profiles = []
     for p in profiles:
         prof = Profile()

@@ -298,8 +298,10 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
 
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
-    emb_inputs, cu_seqlens = _emb_inputs_varlen(trt, network) if varlen else _emb_inputs(
-        trt, network, input_names, buckets[0] if int8_mha else -1, const)
+    if varlen:  # the packed inputs VARLEN_INPUTS, as the embedding plugin version 2 reads them
+        emb_inputs = [network.add_input(n, trt.int32, (-1,)) for n in VARLEN_INPUTS]
+    else:
+        emb_inputs = _emb_inputs(trt, network, input_names, buckets[0] if int8_mha else -1, const)
     emb_fields = [
         field("bert_embeddings_layernorm_beta", weights["embeddings.LayerNorm.bias"], trt.PluginFieldType.FLOAT32),
         field("bert_embeddings_layernorm_gamma", weights["embeddings.LayerNorm.weight"], trt.PluginFieldType.FLOAT32),
@@ -367,6 +369,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         rng(hidden, nxt)
 
     if varlen:  # [CLS] of each text: the rows cu_seqlens[0:B] of [T, E, 1, 1]
+        cu_seqlens = emb_inputs[2]
         count = network.add_shape(cu_seqlens).get_output(0)  # INT32 in TensorRT 8.6 (INT64 from TensorRT 10)
         count = network.add_elementwise(count, const(np.ones((1,)), dtype=np.int32),
                                         trt.ElementWiseOperation.SUB).get_output(0)
@@ -388,8 +391,8 @@ def _create(creator, name, fields, trt):
 
 
 def _emb_inputs(trt, network, input_names, seq, const):
-    """([input ids, token types, mask] sequence-major, None): the [batch, seq] inputs (seq -1 or fixed) as the
-    embedding plugin version 1 reads them."""
+    """[input ids, token types, mask] sequence-major: the [batch, seq] inputs (seq -1 or fixed) as the embedding
+    plugin version 1 reads them."""
     import numpy as np
 
     inputs = {n: network.add_input(n, trt.int32, (-1, seq)) for n in input_names}
@@ -407,13 +410,7 @@ def _emb_inputs(trt, network, input_names, seq, const):
         sh.second_transpose = (1, 0)
         return sh.get_output(0)
 
-    return [seq_major(ids), seq_major(types), seq_major(mask)], None
-
-
-def _emb_inputs_varlen(trt, network):
-    """(the packed inputs VARLEN_INPUTS, cu_seqlens) for the embedding plugin version 2."""
-    inputs = [network.add_input(n, trt.int32, (-1,)) for n in VARLEN_INPUTS]
-    return inputs, inputs[2]
+    return [seq_major(ids), seq_major(types), seq_major(mask)]
 
 
 def _classifier_head(trt, network, first, hidden_size, weights, const):
@@ -473,13 +470,12 @@ def pack_varlen(feeds, max_batch=None, max_len=VARLEN_MAX_SEQUENCE):
             "cu_seqlens": cu, "max_seqlen": np.zeros(longest, dtype=np.int32)}
 
 
-def is_varlen(input_names):
-    """Whether an engine with these input tensors is a build.varlen one (packed inputs)."""
-    return "cu_seqlens" in input_names
-
-
-def varlen_packer(engine):
-    """pack_varlen bound to a deserialized build.varlen engine's limits (its profile's max batch and length)."""
+def varlen_feeds(engine, engine_inputs, entry):
+    """For a deserialized build.varlen engine (packed inputs): (the [batch, seq] inputs its callers feed, from its
+    manifest entry, and pack_varlen bound to its profile's max batch and length). None for any other engine."""
+    if "cu_seqlens" not in engine_inputs:
+        return None
     max_batch = int(engine.get_tensor_profile_shape("cu_seqlens", 0)[2][0]) - 1
     max_len = int(engine.get_tensor_profile_shape("max_seqlen", 0)[2][0])
-    return lambda feeds: pack_varlen(feeds, max_batch, max_len)
+    names = list(entry.get("inputs") or ("input_ids", "attention_mask", "token_type_ids"))
+    return names, lambda feeds: pack_varlen(feeds, max_batch, max_len)

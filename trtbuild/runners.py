@@ -70,7 +70,7 @@ class TrtRunner:
     def __init__(self, path, check=True):
         from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
                                     gpu_info, import_tensorrt)
-        from trtbuild.plugins import is_varlen, varlen_packer
+        from trtbuild.plugins import varlen_feeds
 
         trt = import_tensorrt()
         entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
@@ -86,12 +86,12 @@ class TrtRunner:
                             if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in self.input_names}
         # a build.varlen engine takes packed inputs; callers pass [batch, seq] ones and infer() packs them
-        self.varlen = is_varlen(self.input_names)
+        varlen = varlen_feeds(engine, self.input_names, entry)
+        self.varlen, self._pack = varlen is not None, None
         if self.varlen:
-            self.input_names = list(entry.get("inputs") or ("input_ids", "attention_mask", "token_type_ids"))
+            self.input_names, self._pack = varlen
             self.profiles = []
         self.device = "{} (TensorRT {})".format(entry.get("gpu", "GPU"), trt.__version__)
-        self._pack = varlen_packer(engine) if self.varlen else None
         self.context = create_context(engine, path)  # a one-line error where TensorRT cannot make one
         self.runner = _PolyRunner(self.context)
         self.runner.activate()
