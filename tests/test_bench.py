@@ -7,7 +7,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from trtbuild.bench import (arrivals, percentile, run_simulation, service_ms, simulate, sustained_rate, time_calls,
+from trtbuild.bench import (CudaGraph, arrivals, percentile, run_simulation, service_ms, simulate, sustained_rate, time_calls,
                             timing_stats)
 from trtbuild.cli import cli
 from trtbuild.config import SimulateConfig
@@ -137,6 +137,7 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
     assert report["int8_vs_torch_compile"] is None and report["simulations"] == []
     assert report["info"]["simulate"]["eval_texts"] == 330 and report["info"]["simulate"]["mean_length"] > 5
     assert report["device"]["torch"] and report["device"]["onnxruntime"]
+    assert report["info"]["cuda_graph"] == {"enabled": True, "engines": {}}
     assert os.path.isfile(os.path.join(reports, "bench-cpu.png"))
     assert sorted(os.listdir(reports)) == ["bench-cpu.json", "bench-cpu.png"]  # nothing half-written
 
@@ -170,3 +171,70 @@ def test_sustained_rate_never_exceeds_what_the_gpu_can_serve():
     sim = SimulateConfig()
     rate = sustained_rate([200] * 10, table, [256], sim)
     assert 0.8 * 64 / 8.24e-3 < rate <= 1.02 * 64 / 8.24e-3
+
+
+def test_bench_without_cuda_graphs_says_so(bench_work, tmp_path):
+    work, config = bench_work
+    result = invoke("bench", work, "-c", config, "--backend", "ort-cpu", "--no-simulate", "--no-cuda-graph", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["info"]["cuda_graph"] == {"enabled": False, "engines": {}}
+
+
+class FakeCudart:
+    """The five CUDA runtime calls of a graph capture, with an error code to return per call."""
+
+    def __init__(self, **errors):
+        self.errors = errors
+        self.calls = []
+
+    def __getattr__(self, name):
+        import ctypes
+
+        def call(*args):
+            self.calls.append(name)
+            if name == "cudaStreamEndCapture" and not self.errors.get(name):
+                ctypes.cast(args[1], ctypes.POINTER(ctypes.c_void_p))[0] = 0x1000  # the captured graph
+            if name == "cudaGraphInstantiateWithFlags" and not self.errors.get(name):
+                ctypes.cast(args[0], ctypes.POINTER(ctypes.c_void_p))[0] = 0x2000
+            return self.errors.get(name, 0)
+        return call
+
+
+def test_cuda_graph_capture_launch_and_free():
+    lib = FakeCudart()
+    launches = []
+    graph = CudaGraph.capture(0x10, lambda: launches.append(1) or True, lib=lib)
+    assert launches == [1] and graph.graph.value == 0x1000 and graph.graph_exec.value == 0x2000
+    graph.launch(0x10)
+    graph.free()
+    graph.free()  # twice is harmless
+    assert lib.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError",
+                         "cudaGraphInstantiateWithFlags", "cudaGraphLaunch", "cudaGraphExecDestroy", "cudaGraphDestroy"]
+
+
+@pytest.mark.parametrize("errors, launched, why", [
+    ({"cudaStreamBeginCapture": 900}, True, "could not start (cudaStreamBeginCapture error 900)"),
+    ({}, False, "the launch failed while captured"),
+    ({"cudaStreamEndCapture": 901}, True, "cudaStreamEndCapture error 901"),
+    ({"cudaGraphInstantiateWithFlags": 1}, True, "cudaGraphInstantiateWithFlags error 1"),
+])
+def test_cuda_graph_capture_failures_leave_capture_mode_and_say_why(errors, launched, why):
+    from trtbuild.errors import TrtbuildError
+
+    lib = FakeCudart(**errors)
+    with pytest.raises(TrtbuildError, match="CUDA graph capture") as e:
+        CudaGraph.capture(0x10, lambda: launched, lib=lib)
+    assert why in str(e.value)
+    if "cudaStreamBeginCapture" not in errors:
+        assert "cudaStreamEndCapture" in lib.calls  # the stream is out of capture mode
+        assert lib.calls.count("cudaGraphDestroy") == (0 if "cudaStreamEndCapture" in errors else 1)
+
+
+def test_cuda_graph_capture_ends_even_when_the_launch_raises():
+    lib = FakeCudart()
+
+    def boom():
+        raise RuntimeError("enqueue exploded")
+    with pytest.raises(RuntimeError):
+        CudaGraph.capture(0x10, boom, lib=lib)
+    assert lib.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError", "cudaGraphDestroy"]

@@ -256,12 +256,80 @@ def _sample_bucket_inputs(input_names, batch, bucket, lengths, buckets, vocab, s
     return feeds
 
 
+class CudaGraph:
+    """One launch (TensorRT's enqueue of an execution context) captured on a stream as a CUDA graph and
+    replayed with one `cudaGraphLaunch`: the kernels' addresses, shapes and arguments are fixed at
+    capture, so a new input shape or buffer needs a new capture. The CUDA runtime is Polygraphy's
+    (`cuda.wrapper().handle`, a ctypes handle of libcudart; `lib` replaces it in tests).
+    `capture()` returns a CudaGraph, or raises TrtbuildError with the step that failed; the stream
+    leaves capture mode either way."""
+
+    THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal: other threads' CUDA calls do not break the capture
+
+    def __init__(self, lib, graph, graph_exec):
+        self.lib, self.graph, self.graph_exec = lib, graph, graph_exec
+
+    @classmethod
+    def capture(cls, stream_ptr, launch, lib=None):
+        import ctypes
+
+        if lib is None:
+            from polygraphy import cuda
+
+            lib = cuda.wrapper().handle
+        stream = ctypes.c_void_p(stream_ptr)
+        status = lib.cudaStreamBeginCapture(stream, ctypes.c_int(cls.THREAD_LOCAL))
+        if status:
+            raise TrtbuildError("CUDA graph capture could not start (cudaStreamBeginCapture error {})".format(status))
+        graph = ctypes.c_void_p()
+        launched = False
+        try:
+            launched = launch()
+        finally:  # always leave capture mode, or the stream stays unusable
+            ended = lib.cudaStreamEndCapture(stream, ctypes.byref(graph))
+            lib.cudaGetLastError()  # a failed capture leaves its error behind: clear it
+            if graph.value and sys.exc_info()[0] is not None:
+                lib.cudaGraphDestroy(graph)
+        failed = None
+        if not launched:
+            failed = "the launch failed while captured"
+        elif ended or not graph.value:
+            failed = "cudaStreamEndCapture error {}".format(ended)
+        graph_exec = ctypes.c_void_p()
+        if failed is None:
+            status = lib.cudaGraphInstantiateWithFlags(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0))
+            if status or not graph_exec.value:
+                failed = "cudaGraphInstantiateWithFlags error {}".format(status)
+                lib.cudaGetLastError()
+        if failed is not None:
+            if graph.value:
+                lib.cudaGraphDestroy(graph)
+            raise TrtbuildError("CUDA graph capture failed: {}".format(failed))
+        return cls(lib, graph, graph_exec)
+
+    def launch(self, stream_ptr):
+        import ctypes
+
+        status = self.lib.cudaGraphLaunch(self.graph_exec, ctypes.c_void_p(stream_ptr))
+        if status:
+            raise TrtbuildError("cudaGraphLaunch failed with CUDA error {}".format(status))
+
+    def free(self):
+        if self.graph_exec is not None:
+            self.lib.cudaGraphExecDestroy(self.graph_exec)
+            self.lib.cudaGraphDestroy(self.graph)
+        self.graph = self.graph_exec = None
+
+
 class TrtTimer:
     """A trtbuild engine driven through its execution context: device buffers sized per shape, the
     profile that fits picked, launches on one stream. `device()` times execute + sync, `e2e()`
-    adds the host-to-device input copies and the logits copy back."""
+    adds the host-to-device input copies and the logits copy back. With `cuda_graph` (bench's
+    default) `prepare()` captures the enqueue as a CUDA graph per shape and both replay it, as a
+    serving loop would; `device_plain()` times the plain enqueue beside it. A capture that fails
+    leaves the plain enqueue in use and its reason in `graph_error`."""
 
-    def __init__(self, path):
+    def __init__(self, path, cuda_graph=False):
         from polygraphy import cuda
 
         from trtbuild.build import (check_engine, create_context, deserialize_engine, engine_profiles, fit_feeds,
@@ -291,6 +359,9 @@ class TrtTimer:
         self.buffers = {}
         self.host = {}
         self.profile = 0
+        self.cuda_graph = cuda_graph
+        self.graph = None
+        self.graph_error = None
         self.memory_bytes = max(0, free_before - gpu_memory()[0]) if free_before else None
         self.activation_bytes = int(self.engine.device_memory_size)
 
@@ -317,6 +388,34 @@ class TrtTimer:
         for name in self.tensors_in + self.outputs:
             self.context.set_tensor_address(name, self.buffers[name].ptr)
         self.stream.synchronize()
+        self._free_graph()
+        if self.cuda_graph and self.graph_error is None:
+            self._enqueue()  # TensorRT applies new shapes on the first enqueue: once outside the capture
+            self.stream.synchronize()
+            try:
+                self.graph = CudaGraph.capture(self.stream.ptr, lambda: self.context.execute_async_v3(self.stream.ptr))
+            except TrtbuildError as e:
+                self.graph_error = str(e)
+
+    def _free_graph(self):
+        if self.graph is not None:
+            self.graph.free()
+            self.graph = None
+
+    def _enqueue(self):
+        if not self.context.execute_async_v3(self.stream.ptr):
+            raise TrtbuildError("TensorRT execute_async_v3 failed; see the log above")
+
+    def _launch(self):
+        if self.graph is not None:
+            self.graph.launch(self.stream.ptr)
+        else:
+            self._enqueue()
+
+    @property
+    def graph_status(self):
+        """For the report: True (replayed as a CUDA graph), False (not asked) or why the capture failed."""
+        return self.graph_error or bool(self.cuda_graph)
 
     def _buffer(self, name, shape):
         buf = self.buffers.get(name)
@@ -327,20 +426,23 @@ class TrtTimer:
         return buf
 
     def device(self):
-        if not self.context.execute_async_v3(self.stream.ptr):
-            raise TrtbuildError("TensorRT execute_async_v3 failed; see the log above")
+        self._launch()
+        self.stream.synchronize()
+
+    def device_plain(self):
+        self._enqueue()
         self.stream.synchronize()
 
     def e2e(self):
         for name in self.tensors_in:
             self.buffers[name].copy_from(self.host[name], self.stream)
-        if not self.context.execute_async_v3(self.stream.ptr):
-            raise TrtbuildError("TensorRT execute_async_v3 failed; see the log above")
+        self._launch()
         for name in self.outputs:
             self.buffers[name].copy_to(self.host[name], self.stream)
         self.stream.synchronize()
 
     def close(self):
+        self._free_graph()
         for buf in self.buffers.values():
             buf.free()
         self.buffers = {}
@@ -419,7 +521,10 @@ class BenchReport:
                 "fp16_vs_torch_compile": headline.get("fp16_vs_torch_compile"),
                 "ratios": ratios, "results": self.results, "simulations": self.simulations, "memory": self.memory,
                 "skipped": self.skipped, "info": self.info, "paths": self.paths,
-                "notes": {"device": "inputs already on the GPU, launch to synchronised stream",
+                "notes": {"device": "inputs already on the GPU, launch to synchronised stream (TensorRT: one CUDA "
+                                    "graph launch where info.cuda_graph.engines says True)",
+                          "device-plain": "TensorRT only, with a CUDA graph: the same engine and shape enqueued "
+                                          "without it",
                           "e2e": "host inputs copied in and logits copied back, synchronised",
                           "ms": "median of the repeats' median per-iteration time; seq_per_s = batch / ms",
                           "ratios": "time of the reference / time of the engine at the same shape (device mode)"}}
@@ -626,6 +731,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
     results = []
     memory = {}
     sims = []
+    cuda_graphs = {}  # TensorRT backend -> True / False / why the capture failed
     device = {"host": platform.node(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
 
     # which engines exist; TensorRT present?
@@ -682,7 +788,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
 
     # TensorRT engines, in this process
     for name, path in engines.items():
-        timer = TrtTimer(path)
+        timer = TrtTimer(path, cuda_graph=bcfg.cuda_graph)
         try:
             memory[name] = {"engine_file_bytes": os.path.getsize(path), "activation_bytes": timer.activation_bytes,
                             "gpu_bytes_after_load": timer.memory_bytes}
@@ -707,7 +813,10 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                     skipped[name + " simulation"] = "batch {} x bucket {}: {}".format(bs, s, e)
                     continue
                 if kind == "shape":
-                    for mode, step in (("device", timer.device), ("e2e", timer.e2e)):
+                    steps = [("device", timer.device), ("e2e", timer.e2e)]
+                    if timer.graph is not None:  # the same run without the graph: what the graph is worth
+                        steps.append(("device-plain", timer.device_plain))
+                    for mode, step in steps:
                         stats = timing_stats(time_calls(step, bcfg.warmup, bcfg.iterations, bcfg.repeats), bs)
                         results.append(dict(backend=name, batch=bs, seq=s, mode=mode, **stats))
                 else:  # the service-time table of the simulation: e2e, fewer iterations
@@ -719,6 +828,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                 bar.close()
             if name in sim_engines:
                 sims.append((name, table, None))
+            cuda_graphs[name] = timer.graph_status
             progress("{}: measured {} shapes".format(name, len(shapes)))
         finally:
             timer.close()
@@ -749,7 +859,8 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
 
     info = {"shapes": [list(x) for x in shapes], "backends": backends,
             "warmup": bcfg.warmup, "iterations": bcfg.iterations, "repeats": bcfg.repeats,
-            "ort_iterations": bcfg.ort_iterations, "vocab_size": vocab, "workdir": config.workdir}
+            "ort_iterations": bcfg.ort_iterations, "vocab_size": vocab, "workdir": config.workdir,
+            "cuda_graph": {"enabled": bcfg.cuda_graph, "engines": cuda_graphs}}
     if simulate_traffic:
         info["simulate"] = {"rate": sim.rate, "requests": sim.requests, "window_ms": sim.window_ms,
                             "timeout_ms": sim.timeout_ms, "min_batch": sim.min_batch, "max_batch": sim.max_batch,

@@ -290,10 +290,13 @@ def _shape(text):
 @click.option("--iterations", type=click.IntRange(min=1), help="Timed iterations per repeat [default: 100].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Texts/s of the detailed batching simulation [default: 8000].")
 @click.option("--no-simulate", is_flag=True, help="Skip the dynamic-batching simulation.")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="Replay each engine shape as a CUDA graph [default: bench.cuda_graph, on].")
 @click.option("--torch-python", type=click.Path(), help="Interpreter with torch + CUDA for the torch backends.")
 @click.option("--reports", "report_dir", type=click.Path(), help="Where bench-<gpu>.{json,png} go [default: WORKDIR/reports].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simulate, torch_python, report_dir, as_json):
+def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simulate, cuda_graph, torch_python, report_dir,
+              as_json):
     """Throughput and latency of the engines beside torch and ONNX Runtime, on the same GPU, in one run.
 
     Per (batch, sequence) shape and backend: median time and p50/p95/p99, with inputs on the GPU
@@ -312,6 +315,8 @@ def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simul
         changes["iterations"] = iterations
     if torch_python:
         changes["torch_python"] = torch_python
+    if cuda_graph is not None:
+        changes["cuda_graph"] = cuda_graph
     if rate:
         changes["simulate"] = dataclasses.replace(bcfg.simulate, rate=rate)
     if changes:

@@ -268,6 +268,7 @@ class BenchConfig:
     ort_iterations: int = 3  # ONNX Runtime on the CPU is slow: fewer iterations, one repeat
     torch_python: Optional[str] = None  # interpreter with torch + CUDA (default: /opt/torch/.venv/bin/python or this one)
     torch_timeout_s: int = 900
+    cuda_graph: bool = True  # replay each TensorRT shape as a CUDA graph (device, e2e and the simulation)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
 
     def __post_init__(self):

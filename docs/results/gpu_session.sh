@@ -2,7 +2,8 @@
 # The GPU record of issue 6 (build), run on the lent H100 after staging TensorRT 8.6 (../shared/gpu).
 # Usage on the device, in the repo root, after `bash .trt/tools/unpack.sh finish`:
 # (bertbase, bertbase-int8 and bench take CONFIG=<yaml> instead of configs/bert-base-zh.yaml)
-# (issue 9 p6, build.varlen: CONFIG=docs/results/exp/bb-p6.yaml ... bertbase; ... bertbase-int8; ... bench)
+# (issue 9 p6, build.varlen: CONFIG=docs/results/exp/bb-p6.yaml ... bertbase; ... bertbase-int8; ... bench;
+#  then p7, p4's fixed-profile FP16 engine in p6's work directory: ... exp p7 fp16)
 # Run `tiny` on its own: beside a CPU-heavy step its ONNX builds hit TensorRT 8.6's Myelin context bug
 # (docs/results/gpu-tests-2026-11-26b-h100-trt8.6.0.log).
 #   bash docs/results/gpu_session.sh tiny|e5|e5-int8|e5-both|bertbase|bertbase-int8|bench|static|seqstatic|prep9|exp NAME|plugins2
@@ -138,7 +139,7 @@ exp)  # issue 9: build one experiment's engines and bench them: gpu_session.sh e
   timeout ${BUILD_TIMEOUT:-300} $TRTPY -m trtbuild build --config $C $FLAGS --json > "$OUT/build.json" 2> "$OUT/build.log"; grep '^built' "$OUT/build.log"
   W=$($TRTPY -c "from trtbuild.config import load_config; print(load_config('$C').workdir)")
   ls $W/cache/eval-*.npz >/dev/null 2>&1 && $TRTPY docs/results/gpu_parity.py $W "$OUT/parity.json"
-  timeout 150 $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
+  timeout ${BENCH_TIMEOUT:-150} $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
   ;;
 plugins2)  # issue 9 experiment p2: p1's work directory with one bucket, INT8 attention plugin
   rm -rf out/bb-p2 && cp -r out/bb-p1 out/bb-p2 && rm -rf out/bb-p2/engines out/bb-p2/reports

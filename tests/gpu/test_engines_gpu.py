@@ -141,6 +141,8 @@ def test_bench_times_both_engines_beside_ort(built, tmp_path):
         assert report.memory[backend]["engine_file_bytes"] == os.path.getsize(
             os.path.join(os.path.dirname(results[0].engine), backend.split("-")[1] + ".engine"))
     assert report.device["tensorrt"] and report.device["gpu"]
+    assert report.info["cuda_graph"] == {"enabled": True, "engines": {"trt-fp16": True, "trt-int8": True}}
+    assert report.lookup("trt-fp16", 8, 64, "device-plain")["ms"] > 0  # the same shape without the graph
     assert os.path.isfile(report.paths["json"])
 
 
@@ -191,3 +193,45 @@ def test_varlen_engines_match_ort(varlen_built):
         assert timer.host["logits"].shape[0] == 8
     finally:
         timer.close()
+
+
+def _assert_graph_replays_the_engine(engine, shapes):
+    """bench's CUDA graph (captured per shape) gives the plain enqueue's logits, also after new token ids are
+    copied into the same buffers: the graph reads its inputs, it did not bake them in."""
+    from trtbuild.bench import TrtTimer, _sample_bucket_inputs, _sample_inputs
+
+    graphed, plain = TrtTimer(engine, cuda_graph=True), TrtTimer(engine)
+    try:
+        for batch, seq in shapes:
+            f = (_sample_bucket_inputs(graphed.inputs, batch, seq, [5, 20, 31, 40, 64], [16, 32, 64], 1000)
+                 if graphed.varlen else _sample_inputs(graphed.inputs, batch, seq, 1000))
+            graphed.prepare(f)
+            plain.prepare(f)
+            assert graphed.graph is not None, graphed.graph_error
+            assert graphed.graph_status is True and plain.graph_status is False and plain.graph is None
+            for seed in (0, 1):
+                if seed:
+                    ids = np.random.default_rng(seed).integers(5, 900, size=graphed.host["input_ids"].shape)
+                    graphed.host["input_ids"][...] = ids
+                    plain.host["input_ids"][...] = ids
+                graphed.e2e()
+                plain.e2e()
+                got, ref = graphed.host["logits"], plain.host["logits"]
+                assert got.shape == ref.shape and np.abs(got.astype(np.float32) - ref).max() <= 1e-3, (batch, seq, seed)
+            graphed.device()
+            graphed.device_plain()
+    finally:
+        graphed.close()
+        plain.close()
+
+
+def test_cuda_graph_replays_onnx_engines(built):
+    config, work, results = built
+    for r in results:
+        _assert_graph_replays_the_engine(r.engine, ((1, 16), (8, 64), (3, 32)))
+
+
+def test_cuda_graph_replays_plugin_and_varlen_engines(plugin_built, varlen_built):
+    for config, work, results in (plugin_built, varlen_built):
+        for r in results:
+            _assert_graph_replays_the_engine(r.engine, ((8, 64), (2, 32)))
