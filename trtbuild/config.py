@@ -179,12 +179,19 @@ class BuildConfig:
     # plugins only: the variable-length plugins on packed batches (no padding; one profile for every length up
     # to the largest bucket, at most 384); the runners pack [batch, seq] inputs (trtbuild/plugins.py)
     varlen: bool = False
+    # plugins only: the FFN's GELU. auto: the model's own (exact erf for hidden_act gelu), which TensorRT fuses
+    # into the FFN-in GEMM; tanh: the tanh approximation (NVIDIA's BERT demo), fused the same way; plugin:
+    # TensorRT's GELU plugin (tanh approximation), a kernel of its own after the GEMM
+    gelu: str = "auto"
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
         _check(self.backend in ("onnx", "plugins"), "backend", "must be onnx or plugins (got {!r})".format(self.backend))
         _check(not self.varlen or self.backend == "plugins", "varlen",
                "needs backend: plugins (the variable-length BERT plugins)")
+        _check(self.gelu in ("auto", "tanh", "plugin"), "gelu", "must be auto, tanh or plugin (got {!r})".format(self.gelu))
+        _check(self.gelu == "auto" or self.backend == "plugins", "gelu",
+               "{} needs backend: plugins (the ONNX backend keeps the model's own GELU)".format(self.gelu))
         _check(not (self.varlen and (self.profiles or self.static_batches)), "varlen",
                "takes no profiles or static_batches: its one profile covers every batch and length")
         if self.opt_batch is not None:

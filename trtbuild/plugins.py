@@ -39,6 +39,8 @@ from trtbuild.errors import TrtbuildError
 
 PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
                    "CustomSkipLayerNormPluginDynamic")
+GELU_PLUGIN = "CustomGeluPluginDynamic"  # version 1 in both plugin sets: GELU's tanh approximation, its own kernel
+GELU_MODES = ("auto", "tanh", "plugin")
 VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
 # the longest text of the variable-length network: the attention plugin takes 512, but TensorRT 8.6's embedding
 # plugin version 2 launches one block per position up to 384 only (embLayerNormVarSeqlenPlugin.cpp enqueue)
@@ -214,18 +216,29 @@ def load_plugins(trt, logger, version="1"):
 
 
 def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
-                   varlen=False):
+                   varlen=False, gelu_mode="auto"):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
-    network (inputs VARLEN_INPUTS, see the module doc) instead of [batch, seq] inputs."""
+    network (inputs VARLEN_INPUTS, see the module doc) instead of [batch, seq] inputs. `gelu_mode` (build.gelu):
+    auto, the model's own GELU (exact erf for hidden_act gelu) as elementwise layers TensorRT fuses into the
+    FFN-in GEMM; tanh, the tanh approximation as such layers; plugin, TensorRT's GELU plugin (tanh
+    approximation), a kernel of its own after an unfused GEMM."""
     import numpy as np
+
+    if gelu_mode not in GELU_MODES:
+        raise PluginBackendError("build.gelu must be one of {} (got {!r})".format(", ".join(GELU_MODES), gelu_mode))
 
     if spec.head_size != 64:
         raise PluginBackendError("TensorRT 8.6's attention plugin picks its fused kernels by sequence length alone and "
                                  "has them for head size 64 only; this model's heads are {} wide: use build.backend "
                                  "onnx".format(spec.head_size))
     creators = load_plugins(trt, logger or trt.Logger(trt.Logger.ERROR), "2" if varlen else "1")
+    if gelu_mode == "plugin":
+        creators[GELU_PLUGIN] = trt.get_plugin_registry().get_plugin_creator(GELU_PLUGIN, "1", "")
+        if creators[GELU_PLUGIN] is None:
+            raise PluginBackendError("TensorRT {} has no {} plugin; set build.gelu auto".format(trt.__version__,
+                                                                                                  GELU_PLUGIN))
     int8 = precision == "int8"
     if int8 and ranges is None:
         raise PluginBackendError("the INT8 plugin engine needs scales.json; run `trtbuild calibrate` first")
@@ -275,7 +288,13 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         return layer.get_output(0)
 
     def gelu(x, name):
-        if spec.act == "gelu":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
+        if gelu_mode == "plugin":
+            plugin = _create(creators[GELU_PLUGIN], name, [field("type_id", [int(trt.float16)],
+                                                                 trt.PluginFieldType.INT32)], trt)
+            layer = network.add_plugin_v2([x], plugin)
+            layer.name = name
+            return layer.get_output(0)
+        if spec.act == "gelu" and gelu_mode == "auto":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
             scaled = network.add_elementwise(x, const(np.full(unit, 0.7071067811865476)),
                                              trt.ElementWiseOperation.PROD).get_output(0)
             inner = network.add_unary(scaled, trt.UnaryOperation.ERF).get_output(0)
@@ -357,8 +376,11 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
             out.set_output_type(0, trt.float16)
         attn = skip_layernorm(out.get_output(0), hidden, p + "attention.output.LayerNorm", "l{}.attention_ln".format(i))
         rng(attn, r.get("ffn_input"))
-        mid = dense(attn, weights[p + "intermediate.dense.weight"], weights[p + "intermediate.dense.bias"],
-                    spec.intermediate, "l{}.ffn_in".format(i)).get_output(0)
+        mid_layer = dense(attn, weights[p + "intermediate.dense.weight"], weights[p + "intermediate.dense.bias"],
+                          spec.intermediate, "l{}.ffn_in".format(i))
+        if int8 and gelu_mode == "plugin":  # the GELU plugin takes FP16 (its type_id)
+            mid_layer.set_output_type(0, trt.float16)
+        mid = mid_layer.get_output(0)
         act = gelu(mid, "l{}.gelu".format(i))
         rng(act, r.get("gelu"))
         out = dense(act, weights[p + "output.dense.weight"], weights[p + "output.dense.bias"], E,

@@ -141,6 +141,22 @@ exp)  # issue 9: build one experiment's engines and bench them: gpu_session.sh e
   ls $W/cache/eval-*.npz >/dev/null 2>&1 && $TRTPY docs/results/gpu_parity.py $W "$OUT/parity.json"
   timeout ${BENCH_TIMEOUT:-150} $TRTPY -m trtbuild bench --config $C --no-simulate --reports "$OUT" > "$OUT/bench.txt" 2> "$OUT/bench.log"; cat "$OUT/bench.txt"
   ;;
+p8)  # issue 9 p8 (FP16, varlen): variants of p6 (bb-p8a/b/c.yaml), each built in a copy of p6's export, parity, and
+     # benched at B8 S64 and B64 S128 beside torch.compile: gpu_session.sh p8 "p6 p8a p8b p8c"
+  [ -f models/bert-base-zh/config.json ] || $TORCHPY -m trtbuild.models bert-base-zh models/bert-base-zh
+  if [ ! -f out/bb-p6/export.json ]; then
+    $TORCHPY -m trtbuild export --config docs/results/exp/bb-p6.yaml --force --json > "$OUT/p6-export.json"
+    $TORCHPY -c "from trtbuild.parity import save_eval_inputs; print(save_eval_inputs('out/bb-p6', ['calibration_data/reviews/eval.jsonl', 'calibration_data/slang/eval.jsonl'], 64))"
+  fi
+  for e in ${2:-p6 p8a p8b p8c}; do
+    C=docs/results/exp/bb-$e.yaml; W=out/bb-$e
+    [ "$e" = p6 ] || { rm -rf $W; mkdir -p $W; cp -r out/bb-p6/. $W/; rm -rf $W/engines $W/reports; }
+    timeout ${BUILD_TIMEOUT:-150} $TRTPY -m trtbuild build --config $C --json > "$OUT/$e-build.json" 2> "$OUT/$e-build.log"; grep '^built' "$OUT/$e-build.log" || tail -3 "$OUT/$e-build.log"
+    $TRTPY docs/results/gpu_parity.py $W "$OUT/$e-parity.json"
+    timeout ${BENCH_TIMEOUT:-120} $TRTPY -m trtbuild bench --config $C --backend trt-fp16 --backend torch-compile-fp16 --shape 8x64 \
+      --shape 64x128 --no-simulate --reports "$OUT/$e" > "$OUT/$e-bench.txt" 2> "$OUT/$e-bench.log"; cat "$OUT/$e-bench.txt"
+  done
+  ;;
 plugins2)  # issue 9 experiment p2: p1's work directory with one bucket, INT8 attention plugin
   rm -rf out/bb-p2 && cp -r out/bb-p1 out/bb-p2 && rm -rf out/bb-p2/engines out/bb-p2/reports
   C=docs/results/exp/bb-p2.yaml
