@@ -158,10 +158,11 @@ def test_backend_config():
     assert BuildConfig(backend="plugins").backend == "plugins"
     with pytest.raises(ConfigError, match="backend"):
         BuildConfig(backend="tvm")
-    assert BuildConfig().gelu == "auto" and BuildConfig(backend="plugins", gelu="plugin").gelu == "plugin"
-    with pytest.raises(ConfigError, match="gelu: must be auto, tanh or plugin"):
+    assert BuildConfig().gelu is None and BuildConfig(backend="plugins").gelu_mode == "tanh"  # (measured: p8)
+    assert BuildConfig(backend="plugins", gelu="model").gelu_mode == "model"
+    with pytest.raises(ConfigError, match="gelu: must be model, tanh or plugin"):
         BuildConfig(backend="plugins", gelu="erf")
-    with pytest.raises(ConfigError, match="gelu: tanh needs backend: plugins"):
+    with pytest.raises(ConfigError, match="gelu: needs backend: plugins"):
         BuildConfig(gelu="tanh")
 
 
@@ -191,14 +192,14 @@ def test_plugin_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
     assert keep  # the numpy arrays TensorRT reads while building
 
     # build.gelu: the model's erf GELU as elementwise layers (fused by TensorRT), the tanh approximation, the plugin
-    for mode, erf, tanh, gelu_plugins in (("auto", 2, 1, 0), ("tanh", 0, 3, 0), ("plugin", 0, 1, 2)):  # (+1 tanh: pooler)
+    for mode, erf, tanh, gelu_plugins in (("model", 2, 1, 0), ("tanh", 0, 3, 0), ("plugin", 0, 1, 2)):  # (+1 tanh: pooler)
         trt.reset_mock()
         network, _ = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "fp16", [16],
                                     gelu_mode=mode)
         created = [c.args[0] for c in trt.get_plugin_registry().get_plugin_creator().create_plugin.call_args_list]
         assert sum(n.endswith(".gelu") for n in created) == gelu_plugins, mode
         assert network.add_unary.call_count == erf and network.add_activation.call_count == tanh, mode
-    with pytest.raises(PluginBackendError, match="build.gelu must be one of auto, tanh, plugin"):
+    with pytest.raises(PluginBackendError, match="build.gelu must be one of model, tanh, plugin"):
         plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids"], "fp16", [16], gelu_mode="fast")
 
     spec64 = BertSpec({"hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 64})

@@ -429,7 +429,7 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
         entry["engine_inputs"] = list(VARLEN_INPUTS)
     if source_path != onnx_path:  # the plugin backend: the checkpoint's weights, as the export recorded them
         entry["source"] = source_path
-        entry["gelu"] = config.build.gelu
+        entry["gelu"] = config.build.gelu_mode
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
     manifest = read_manifest(out_dir)
     manifest.setdefault("engines", {})["{}.engine".format(precision)] = entry
@@ -461,7 +461,7 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
     logger = _trt_logger(trt, verbose)
     builder = trt.Builder(logger)
     network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger,
-                                   varlen=config.build.varlen, gelu_mode=config.build.gelu)
+                                   varlen=config.build.varlen, gelu_mode=config.build.gelu_mode)
     return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
 
 

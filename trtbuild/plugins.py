@@ -40,7 +40,7 @@ from trtbuild.errors import TrtbuildError
 PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
                    "CustomSkipLayerNormPluginDynamic")
 GELU_PLUGIN = "CustomGeluPluginDynamic"  # version 1 in both plugin sets: GELU's tanh approximation, its own kernel
-GELU_MODES = ("auto", "tanh", "plugin")
+GELU_MODES = ("model", "tanh", "plugin")
 VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
 # the longest text of the variable-length network: the attention plugin takes 512, but TensorRT 8.6's embedding
 # plugin version 2 launches one block per position up to 384 only (embLayerNormVarSeqlenPlugin.cpp enqueue)
@@ -216,14 +216,14 @@ def load_plugins(trt, logger, version="1"):
 
 
 def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
-                   varlen=False, gelu_mode="auto"):
+                   varlen=False, gelu_mode="model"):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
     network (inputs VARLEN_INPUTS, see the module doc) instead of [batch, seq] inputs. `gelu_mode` (build.gelu):
-    auto, the model's own GELU (exact erf for hidden_act gelu) as elementwise layers TensorRT fuses into the
-    FFN-in GEMM; tanh, the tanh approximation as such layers; plugin, TensorRT's GELU plugin (tanh
-    approximation), a kernel of its own after an unfused GEMM."""
+    model, the checkpoint's own GELU (exact erf for hidden_act gelu) as elementwise layers TensorRT fuses into
+    the FFN-in GEMM; tanh, the tanh approximation as such layers (a faster fused GEMM on the H100); plugin,
+    TensorRT's GELU plugin (tanh approximation), a kernel of its own after an unfused GEMM."""
     import numpy as np
 
     if gelu_mode not in GELU_MODES:
@@ -237,7 +237,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     if gelu_mode == "plugin":
         creators[GELU_PLUGIN] = trt.get_plugin_registry().get_plugin_creator(GELU_PLUGIN, "1", "")
         if creators[GELU_PLUGIN] is None:
-            raise PluginBackendError("TensorRT {} has no {} plugin; set build.gelu auto".format(trt.__version__,
+            raise PluginBackendError("TensorRT {} has no {} plugin; set build.gelu tanh".format(trt.__version__,
                                                                                                   GELU_PLUGIN))
     int8 = precision == "int8"
     if int8 and ranges is None:
@@ -294,7 +294,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
             layer = network.add_plugin_v2([x], plugin)
             layer.name = name
             return layer.get_output(0)
-        if spec.act == "gelu" and gelu_mode == "auto":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
+        if spec.act == "gelu" and gelu_mode == "model":  # exact: x * 0.5 * (1 + erf(x / sqrt(2)))
             scaled = network.add_elementwise(x, const(np.full(unit, 0.7071067811865476)),
                                              trt.ElementWiseOperation.PROD).get_output(0)
             inner = network.add_unary(scaled, trt.UnaryOperation.ERF).get_output(0)

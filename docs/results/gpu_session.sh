@@ -11,7 +11,7 @@
 set -uo pipefail
 # Everything a step writes goes to /tmp/res/<step> and comes back as one $OUT/<step>.tgz (the device
 # tool returns at most 8 files a call).
-STEP=${1:-none}${2:+-$2}
+STEP=${1:-none}${2:+-$2}; STEP=${STEP// /_}  # (a space in the name keeps the tarball from coming back)
 FINAL=${OUT:-/tmp/out}; OUT=/tmp/res/$STEP; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
 trap 'tar -czf "$FINAL/$STEP.tgz" -C "$OUT" . && ls -la "$FINAL"' EXIT
 TORCHPY=/opt/torch/.venv/bin/python
