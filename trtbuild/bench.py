@@ -532,7 +532,7 @@ class BenchReport:
     def table(self):
         """A compact text table: one row per backend and mode, one column per shape (ms and seq/s)."""
         shapes = sorted({(r["batch"], r["seq"]) for r in self.results})
-        lines = ["{:<20} {:<6} ".format("backend", "mode") + "".join(
+        lines = ["{:<20} {:<12} ".format("backend", "mode") + "".join(
             "{:>22}".format("B{} S{}".format(b, s)) for b, s in shapes)]
         seen = []
         for r in self.results:
@@ -544,7 +544,7 @@ class BenchReport:
             for b, s in shapes:
                 r = self.lookup(backend, b, s, mode)
                 cells.append("{:>22}".format("{:.2f} ms {:>8,.0f}/s".format(r["ms"], r["seq_per_s"] or 0) if r else "-"))
-            lines.append("{:<20} {:<6} ".format(backend, mode) + "".join(cells))
+            lines.append("{:<20} {:<12} ".format(backend, mode) + "".join(cells))
         for name, why in self.skipped.items():
             lines.append("{:<20} skipped: {}".format(name, why))
         for s in self.simulations:
