@@ -230,6 +230,17 @@ def test_cuda_graph_capture_failures_leave_capture_mode_and_say_why(errors, laun
         assert lib.calls.count("cudaGraphDestroy") == (0 if "cudaStreamEndCapture" in errors else 1)
 
 
+def test_cuda_graph_captured_while_another_exception_is_handled_is_kept():
+    lib = FakeCudart()
+    try:
+        raise ValueError("an earlier error being handled")
+    except ValueError:
+        graph = CudaGraph.capture(0x10, lambda: True, lib=lib)
+    assert graph.graph_exec.value == 0x2000 and "cudaGraphDestroy" not in lib.calls
+    graph.free()
+    assert lib.calls.count("cudaGraphDestroy") == 1
+
+
 def test_cuda_graph_capture_ends_even_when_the_launch_raises():
     lib = FakeCudart()
 
@@ -238,3 +249,97 @@ def test_cuda_graph_capture_ends_even_when_the_launch_raises():
     with pytest.raises(RuntimeError):
         CudaGraph.capture(0x10, boom, lib=lib)
     assert lib.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError", "cudaGraphDestroy"]
+
+
+def _cpu_timer():
+    """A TrtTimer around stand-ins for the execution context, stream and device buffers (no TensorRT here)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from trtbuild import bench
+
+    class Context:
+        enqueued = 0
+
+        def set_input_shape(self, name, shape):
+            pass
+
+        def get_tensor_shape(self, name):
+            return (2, 3)
+
+        def set_tensor_address(self, name, ptr):
+            pass
+
+        def execute_async_v3(self, stream):
+            self.enqueued += 1
+            return True
+
+    class Buffer:
+        ptr = 1
+
+        def __init__(self, shape, dtype):
+            pass
+
+        def resize(self, shape):
+            pass
+
+        def copy_from(self, host, stream):
+            pass
+
+        def copy_to(self, host, stream):
+            pass
+
+        def free(self):
+            pass
+
+    timer = bench.TrtTimer.__new__(bench.TrtTimer)
+    timer.cuda = SimpleNamespace(DeviceArray=Buffer)
+    timer.context = Context()
+    timer.stream = SimpleNamespace(ptr=5, synchronize=lambda: None, free=lambda: None)
+    timer.varlen, timer.profiles, timer.profile = False, [], 0
+    timer.inputs = timer.tensors_in = ["input_ids"]
+    timer.outputs = ["logits"]
+    timer.dtypes = {"input_ids": np.dtype(np.int32), "logits": np.dtype(np.float32)}
+    timer.buffers, timer.host = {}, {}
+    timer.cuda_graph, timer.graph, timer.graph_error = True, None, None
+    return timer, {"input_ids": np.ones((2, 4), dtype=np.int64)}
+
+
+def test_trt_timer_replays_its_graph_and_falls_back_when_capture_fails(monkeypatch):
+    launched = []
+
+    class Graph:
+        freed = 0
+
+        def launch(self, stream):
+            launched.append(stream)
+
+        def free(self):
+            Graph.freed += 1
+
+    def ok(cls, stream, launch, lib=None):
+        assert launch()  # the enqueue, as captured
+        return Graph()
+    monkeypatch.setattr(CudaGraph, "capture", classmethod(ok))
+    timer, feeds = _cpu_timer()
+    timer.prepare(feeds)
+    timer.prepare(feeds)  # a new shape: the old graph goes, a new one is captured
+    assert Graph.freed == 1 and timer.graph_status is True
+    enqueued = timer.context.enqueued  # 2 per prepare: one warm enqueue, one captured
+    timer.device()
+    timer.e2e()
+    assert launched == [5, 5] and timer.context.enqueued == enqueued == 4
+    timer.device_plain()
+    assert timer.context.enqueued == 5
+
+    def broken(cls, stream, launch, lib=None):
+        raise RuntimeError("not capturable")  # e.g. an error of TensorRT's own bindings
+    monkeypatch.setattr(CudaGraph, "capture", classmethod(broken))
+    timer, feeds = _cpu_timer()
+    timer.prepare(feeds)
+    assert timer.graph is None and timer.graph_status == "CUDA graph capture failed: not capturable"
+    timer.device()
+    timer.e2e()
+    timer.prepare(feeds)  # no second try (nor its warm-up enqueue)
+    assert timer.context.enqueued == 3  # warm-up, then device and e2e on the plain enqueue

@@ -285,11 +285,14 @@ class CudaGraph:
         launched = False
         try:
             launched = launch()
-        finally:  # always leave capture mode, or the stream stays unusable
-            ended = lib.cudaStreamEndCapture(stream, ctypes.byref(graph))
-            lib.cudaGetLastError()  # a failed capture leaves its error behind: clear it
-            if graph.value and sys.exc_info()[0] is not None:
+        except BaseException:  # leave capture mode (or the stream stays unusable), drop what was captured
+            lib.cudaStreamEndCapture(stream, ctypes.byref(graph))
+            lib.cudaGetLastError()
+            if graph.value:
                 lib.cudaGraphDestroy(graph)
+            raise
+        ended = lib.cudaStreamEndCapture(stream, ctypes.byref(graph))
+        lib.cudaGetLastError()  # a failed capture leaves its error behind: clear it
         failed = None
         if not launched:
             failed = "the launch failed while captured"
@@ -368,6 +371,7 @@ class TrtTimer:
     def prepare(self, feeds):
         import numpy as np
 
+        self._free_graph()  # captured with the previous shape and buffers
         if self.varlen:  # packed as the engine takes them (the packing is host work, outside the timing)
             feeds = self._pack(feeds)
         elif self.profiles:  # timed as the engine runs it: padded to its profile's sequence where needed
@@ -388,14 +392,13 @@ class TrtTimer:
         for name in self.tensors_in + self.outputs:
             self.context.set_tensor_address(name, self.buffers[name].ptr)
         self.stream.synchronize()
-        self._free_graph()
         if self.cuda_graph and self.graph_error is None:
             self._enqueue()  # TensorRT applies new shapes on the first enqueue: once outside the capture
             self.stream.synchronize()
             try:
                 self.graph = CudaGraph.capture(self.stream.ptr, lambda: self.context.execute_async_v3(self.stream.ptr))
-            except TrtbuildError as e:
-                self.graph_error = str(e)
+            except Exception as e:  # (TensorRT's bindings raise their own errors) the plain enqueue from here on
+                self.graph_error = str(e) if isinstance(e, TrtbuildError) else "CUDA graph capture failed: {}".format(e)
 
     def _free_graph(self):
         if self.graph is not None:
@@ -498,10 +501,13 @@ class BenchReport:
             for engine in TRT_BACKENDS:
                 mine = self.lookup(engine, batch, seq)
                 short = engine.split("-")[1]
+                plain = self.lookup(engine, batch, seq, "device-plain")
                 for ref, label in (("torch-compile-fp16", "torch_compile"), ("torch-fp16", "torch_eager_fp16")):
                     theirs = self.lookup(ref, batch, seq)
                     if mine and theirs:
                         row["{}_vs_{}".format(short, label)] = round(theirs["ms"] / mine["ms"], 3)
+                    if plain and theirs:  # the engine without its CUDA graph (torch.compile's default mode has none)
+                        row["{}_plain_vs_{}".format(short, label)] = round(theirs["ms"] / plain["ms"], 3)
             if row:
                 out["b{}xs{}".format(batch, seq)] = row
         sims = {s["backend"]: s for s in self.simulations}
@@ -524,7 +530,8 @@ class BenchReport:
                 "notes": {"device": "inputs already on the GPU, launch to synchronised stream (TensorRT: one CUDA "
                                     "graph launch where info.cuda_graph.engines says True)",
                           "device-plain": "TensorRT only, with a CUDA graph: the same engine and shape enqueued "
-                                          "without it",
+                                          "without it (ratios *_plain_vs_*); torch.compile runs in its default "
+                                          "mode, without CUDA graphs",
                           "e2e": "host inputs copied in and logits copied back, synchronised",
                           "ms": "median of the repeats' median per-iteration time; seq_per_s = batch / ms",
                           "ratios": "time of the reference / time of the engine at the same shape (device mode)"}}
@@ -818,7 +825,8 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                         steps.append(("device-plain", timer.device_plain))
                     for mode, step in steps:
                         stats = timing_stats(time_calls(step, bcfg.warmup, bcfg.iterations, bcfg.repeats), bs)
-                        results.append(dict(backend=name, batch=bs, seq=s, mode=mode, **stats))
+                        graphed = timer.graph is not None and mode != "device-plain"
+                        results.append(dict(backend=name, batch=bs, seq=s, mode=mode, cuda_graph=graphed, **stats))
                 else:  # the service-time table of the simulation: e2e, fewer iterations
                     stats = timing_stats(time_calls(timer.e2e, 3, max(10, bcfg.iterations // 5), 1), bs)
                     table[s][bs] = stats["ms"]

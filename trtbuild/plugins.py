@@ -216,7 +216,7 @@ def load_plugins(trt, logger, version="1"):
 
 
 def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
-                   varlen=False, gelu_mode="model"):
+                   varlen=False, gelu_mode="tanh"):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
