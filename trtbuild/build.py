@@ -364,12 +364,10 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
             for name in record["inputs"]:
                 prof.add(name, min=p.min, opt=p.opt, max=p.max)
         trt_profiles.append(prof)
-    extra = {}
+    extra, source_path, keep = {}, onnx_path, None
     if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
         # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
         extra = dict(tactic_sources=[trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT], precision_constraints="prefer")
-    source_path, keep = onnx_path, None
-    if plugins:
         source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
     else:
         network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
@@ -427,7 +425,7 @@ def build_engine(config, precision="fp16", profiles=None, progress=_noop, verbos
 
         entry["varlen"] = True
         entry["engine_inputs"] = list(VARLEN_INPUTS)
-    if source_path != onnx_path:  # the plugin backend: the checkpoint's weights, as the export recorded them
+    if plugins:  # the checkpoint's weights, as the export recorded them
         entry["source"] = source_path
         entry["gelu"] = config.build.gelu_mode
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")

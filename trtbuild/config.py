@@ -158,6 +158,10 @@ class ProfileConfig:
                "must be >= opt (got {} < {})".format(list(self.max), list(self.opt)))
 
 
+GELU_MODES = ("model", "tanh", "plugin")  # build.gelu (plugins backend; trtbuild/plugins.py writes them)
+DEFAULT_GELU = "tanh"
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """`trtbuild build`: engine shapes and builder settings."""
@@ -188,7 +192,7 @@ class BuildConfig:
     @property
     def gelu_mode(self):
         """The GELU the plugins backend writes: build.gelu, tanh when unset."""
-        return self.gelu or "tanh"
+        return self.gelu or DEFAULT_GELU
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
@@ -196,8 +200,8 @@ class BuildConfig:
         _check(not self.varlen or self.backend == "plugins", "varlen",
                "needs backend: plugins (the variable-length BERT plugins)")
         if self.gelu is not None:
-            _check(self.gelu in ("model", "tanh", "plugin"), "gelu",
-                   "must be model, tanh or plugin (got {!r})".format(self.gelu))
+            _check(self.gelu in GELU_MODES, "gelu",
+                   "must be {} (got {!r})".format(", ".join(GELU_MODES[:-1]) + " or " + GELU_MODES[-1], self.gelu))
             _check(self.backend == "plugins", "gelu",
                    "needs backend: plugins (the ONNX backend runs the model's own GELU)")
         _check(not (self.varlen and (self.profiles or self.static_batches)), "varlen",

@@ -35,12 +35,12 @@ import json
 import os
 import struct
 
+from trtbuild.config import DEFAULT_GELU, GELU_MODES
 from trtbuild.errors import TrtbuildError
 
 PLUGIN_CREATORS = ("CustomEmbLayerNormPluginDynamic", "CustomQKVToContextPluginDynamic",
                    "CustomSkipLayerNormPluginDynamic")
 GELU_PLUGIN = "CustomGeluPluginDynamic"  # version 1 in both plugin sets: GELU's tanh approximation, its own kernel
-GELU_MODES = ("model", "tanh", "plugin")
 VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
 # the longest text of the variable-length network: the attention plugin takes 512, but TensorRT 8.6's embedding
 # plugin version 2 launches one block per position up to 384 only (embLayerNormVarSeqlenPlugin.cpp enqueue)
@@ -216,7 +216,7 @@ def load_plugins(trt, logger, version="1"):
 
 
 def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
-                   varlen=False, gelu_mode="tanh"):
+                   varlen=False, gelu_mode=DEFAULT_GELU):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
