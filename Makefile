@@ -32,20 +32,20 @@ test-gpu:
 
 # The embedded default model (issue 4): built offline from packages, rebuilt only when its inputs change.
 DEFAULT_MODEL = models/zh-sentiment-e5-small
-$(DEFAULT_MODEL)/config.json: $(STAMP) calibration_data/MANIFEST.json trtbuild/defaultmodel.py trtbuild/e5convert.py
-	$(PY) -m trtbuild.defaultmodel $(DEFAULT_MODEL) --data calibration_data
+$(DEFAULT_MODEL)/config.json: $(STAMP) calibration_data/MANIFEST.json trtbuild/demo/model.py trtbuild/demo/e5convert.py
+	$(PY) -m trtbuild.demo.model $(DEFAULT_MODEL) --data calibration_data
 
 model: $(DEFAULT_MODEL)/config.json
 
 # The BERT-base-Chinese shape with random weights, for speed work (configs/bert-base-zh.yaml).
-models/bert-base-zh/config.json: $(STAMP) trtbuild/models.py
-	$(PY) -m trtbuild.models bert-base-zh models/bert-base-zh
+models/bert-base-zh/config.json: $(STAMP) trtbuild/demo/random_bert.py
+	$(PY) -m trtbuild.demo.random_bert bert-base-zh models/bert-base-zh
 
 model-bert-base: models/bert-base-zh/config.json
 
 # Regenerate calibration_data/ from the data packages (the result is committed; a test checks hashes).
 data: $(STAMP)
-	$(PY) -m trtbuild.seeddata calibration_data
+	$(PY) -m trtbuild.demo.seeddata calibration_data
 
 demo: model
 	$(PY) -m trtbuild.demo --config $(CONFIG)

@@ -1,10 +1,8 @@
 """Shared fixtures: tiny random BERT checkpoints built on the fly (no hub, no downloads)."""
 
-import os
-
 import pytest
 
-from trtbuild.models import chinese_vocab_path, generated_vocab, random_bert_checkpoint, read_vocab
+from trtbuild.demo.random_bert import chinese_vocab_path, generated_vocab, random_bert_checkpoint, read_vocab
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,15 +59,3 @@ def write_config(tmp_path):
         return str(path)
 
     return write
-
-
-def listing(path):
-    """All files under path, relative, sorted (temp files included: they must not be left behind)."""
-    out = []
-    for root, dirs, files in os.walk(path):
-        rel = os.path.relpath(root, path)
-        for f in files:
-            out.append(os.path.normpath(os.path.join(rel, f)))
-        for d in dirs:
-            out.append(os.path.normpath(os.path.join(rel, d)) + "/")
-    return sorted(out)

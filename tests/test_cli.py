@@ -7,10 +7,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import listing
 
 from trtbuild.cli import cli
-
-from conftest import listing
 
 
 def invoke(*args):

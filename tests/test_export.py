@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from helpers import listing
 
-from trtbuild.artifacts import sha256_file
 from trtbuild.config import DataConfig, ExportConfig, default_config, with_overrides
 from trtbuild.errors import ParityError
-from trtbuild.export import check_export, export_onnx, sample_inputs
-
-from conftest import listing
+from trtbuild.export import export_onnx, sample_inputs
+from trtbuild.workdir import check_export, sha256_file
 
 
 def export(checkpoint, workdir, **export_options):

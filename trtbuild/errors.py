@@ -6,6 +6,7 @@ Exit codes (the CLI contract, also used by CI gates):
     2  usage error (click's own)
     3  missing GPU or TensorRT
     4  accuracy gate failed (a result, not a crash)
+  130  interrupted (Ctrl-C)
 """
 
 EXIT_OK = 0
@@ -13,6 +14,7 @@ EXIT_USER = 1
 EXIT_USAGE = 2
 EXIT_NO_GPU = 3
 EXIT_GATE = 4
+EXIT_INTERRUPTED = 130
 
 
 class TrtbuildError(Exception):
@@ -73,16 +75,3 @@ class NoGpuError(TrtbuildError):
     """TensorRT or a CUDA GPU is not available."""
 
     exit_code = EXIT_NO_GPU
-
-
-def run_guarded(func, *args, **kwargs):
-    """For `python -m trtbuild.<module>` entry points: run `func`; a TrtbuildError becomes one line
-    `Error: <message>` on stderr and its exit code (the click CLI does the same for commands)."""
-    import sys
-
-    try:
-        func(*args, **kwargs)
-    except TrtbuildError as e:
-        print("Error: {}".format(e), file=sys.stderr)
-        return e.exit_code
-    return EXIT_OK

@@ -12,6 +12,7 @@ positional inputs in the TorchScript exporter, and a wrapper left in train mode 
 Validation follows Optimum's `validate_model_outputs`: several shapes, max |diff| per shape.
 """
 
+import inspect
 import json
 import os
 import time
@@ -19,15 +20,12 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from trtbuild import __version__
-from trtbuild.artifacts import (
-    WorkDir,
-    atomic_dir,
-    atomic_path,
-    atomic_write_json,
-    sha256_file,
-)
+from trtbuild._util import Result, first_line, noop
 from trtbuild.errors import CheckpointError, MissingDependencyError, OutputExistsError, ParityError
+from trtbuild.workdir import WorkDir, atomic_dir, atomic_path, atomic_write_json, sha256_file
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
@@ -63,7 +61,7 @@ class CheckpointInfo:
 
 
 @dataclass
-class ExportResult:
+class ExportResult(Result):
     workdir: str
     onnx: str
     checkpoint: str
@@ -92,9 +90,13 @@ class ExportResult:
         d["max_abs_diff"] = self.max_abs_diff
         return d
 
-
-def _noop(msg):
-    pass
+    def summary(self):
+        return "\n".join([
+            "exported {} ({:.1f} MiB, opset {}, inputs {}, labels {})".format(
+                self.onnx, self.onnx_bytes / (1 << 20), self.opset, ", ".join(self.inputs), ", ".join(self.labels)),
+            "parity vs PyTorch: max |diff| {:.3g} over {} shapes (tolerance {:g})".format(
+                self.max_abs_diff, len(self.checks), self.tolerance),
+            "done in {:.1f} s; details in {}".format(self.seconds, WorkDir(self.workdir).export_json)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,21 +177,16 @@ def _import_torch_stack():
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        import torch
-        import transformers
         import onnx
         import onnxruntime
+        import torch
+        import transformers
     except ImportError as e:
         raise MissingDependencyError("export needs torch, transformers, onnx and onnxruntime ({}); install them "
                                      "with `make install` or pip install 'trtbuild[cpu]'".format(e)) from None
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     return torch, transformers, onnx, onnxruntime
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def load_checkpoint(info, attn_implementation="eager"):
@@ -199,13 +196,13 @@ def load_checkpoint(info, attn_implementation="eager"):
         tokenizer = transformers.AutoTokenizer.from_pretrained(info.path, local_files_only=True,
                                                                trust_remote_code=False)
     except Exception as e:  # transformers raises many types here; the message is what matters
-        raise CheckpointError("checkpoint {}: could not load the tokenizer ({})".format(info.path, _first_line(e))) from None
+        raise CheckpointError("checkpoint {}: could not load the tokenizer ({})".format(info.path, first_line(e))) from None
     try:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             info.path, local_files_only=True, trust_remote_code=False, use_safetensors=True,
             attn_implementation=attn_implementation)
     except Exception as e:
-        raise CheckpointError("checkpoint {}: could not load the model ({})".format(info.path, _first_line(e))) from None
+        raise CheckpointError("checkpoint {}: could not load the model ({})".format(info.path, first_line(e))) from None
     model = model.float().eval()
     if len(tokenizer) > model.config.vocab_size:
         raise CheckpointError("checkpoint {}: the tokenizer has {} tokens but the model's embedding only {}; "
@@ -216,7 +213,6 @@ def load_checkpoint(info, attn_implementation="eager"):
 
 def model_inputs(tokenizer, model, configured=None):
     """The ONNX inputs: configured, or what the tokenizer produces and the model accepts."""
-    import inspect
 
     accepted = set(inspect.signature(model.forward).parameters)
     names = list(configured) if configured else list(getattr(tokenizer, "model_input_names", INPUT_ORDER))
@@ -251,7 +247,6 @@ def _make_wrapper(torch, model, input_names, mask="model"):
 
 def sample_inputs(tokenizer, vocab_size, input_names, batch, sequence, seed=0):
     """Deterministic int64 inputs of one shape: [CLS] random tokens [SEP], rows padded to varied lengths."""
-    import numpy as np
 
     rng = np.random.default_rng(seed + 1000 * batch + sequence)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -278,9 +273,8 @@ def sample_inputs(tokenizer, vocab_size, input_names, batch, sequence, seed=0):
 
 
 def validate_parity(onnx_path, wrapper, tokenizer, vocab_size, input_names, batches, lengths, tolerance,
-                    progress=_noop):
+                    progress=noop):
     """Run ONNX Runtime and PyTorch on each (batch, length); return one ShapeCheck per shape."""
-    import numpy as np
     import onnxruntime as ort
     import torch
 
@@ -304,7 +298,7 @@ def validate_parity(onnx_path, wrapper, tokenizer, vocab_size, input_names, batc
     return checks
 
 
-def export_onnx(config, force=False, progress=_noop):
+def export_onnx(config, force=False, progress=noop):
     """Export `config.model.checkpoint` into `config.workdir`; return an ExportResult (raises on failure)."""
     start = time.perf_counter()
     if not config.model.checkpoint:
@@ -383,19 +377,3 @@ def export_onnx(config, force=False, progress=_noop):
                        "labels": os.path.basename(workdir.labels)}
     atomic_write_json(workdir.export_json, record)
     return result
-
-
-def check_export(workdir):
-    """The export record of a work directory; a one-line error unless it holds a finished trtbuild export
-    whose model.onnx still matches the record."""
-    from trtbuild.artifacts import read_json
-
-    wd = WorkDir(workdir)
-    if not os.path.isfile(wd.export_json) or not os.path.isfile(wd.onnx):
-        raise CheckpointError("{} holds no trtbuild export (model.onnx + export.json); run `trtbuild export "
-                              "CHECKPOINT -o {}` first".format(wd.root, wd.root))
-    record = read_json(wd.export_json)
-    if record.get("sha256", {}).get("onnx") != sha256_file(wd.onnx):
-        raise CheckpointError("{}: model.onnx does not match export.json (edited or replaced?); re-run "
-                              "`trtbuild export --force`".format(wd.root))
-    return record

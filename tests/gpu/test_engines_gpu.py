@@ -25,19 +25,20 @@ def _build_copy(tmp_path_factory, workdir, skip_reason, **build):
     """FP16 + INT8 engines (buckets 16/32/64, batch <= 8) built in a copy of a prepared work directory."""
     if not workdir or not os.path.isfile(os.path.join(workdir, "model.qdq.onnx")):
         pytest.skip(skip_reason)
-    from trtbuild.build import build_engines
+    from trtbuild.backends.trt.build import build_engines
     from trtbuild.config import BuildConfig, DataConfig, default_config, with_overrides
 
     work = str(tmp_path_factory.mktemp("gpu") / "work")
     shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("engines"))
     config = with_overrides(default_config("gpu"), workdir=work).replace(
         data=DataConfig(buckets=(16, 32, 64)), build=BuildConfig(max_batch=8, workspace_mib=1024, **build))
-    return config, work, build_engines(config, int8=True)
+    return config, work, build_engines(config, int8=True).results
 
 
 def _assert_match_ort(work, results):
     """Each engine's logits against ONNX Runtime FP32 on every profile, padded rows included."""
-    from trtbuild.runners import OrtRunner, TrtRunner
+    from trtbuild.backends.ort import OrtRunner
+    from trtbuild.backends.trt.runner import TrtRunner
 
     ort = OrtRunner(os.path.join(work, "model.onnx"))
     for r, tol in zip(results, (0.02, 0.25)):
@@ -87,7 +88,7 @@ def test_engine_logits_match_ort_on_every_profile(built):
 def test_rebuild_offers_the_timing_cache(built):
     """A rebuild loads the architecture's timing cache. (TensorRT 8.6 compiles BERT into Myelin nodes
     and rejects its own saved Myelin cache, so this records the offer, not a speed-up.)"""
-    from trtbuild.build import build_engine
+    from trtbuild.backends.trt.build import build_engine
 
     config, work, results = built
     again = build_engine(config, "fp16")
@@ -95,8 +96,8 @@ def test_rebuild_offers_the_timing_cache(built):
 
 
 def test_mismatched_manifest_and_truncated_engine_refused(built, tmp_path):
-    from trtbuild.build import EngineMismatchError
-    from trtbuild.runners import TrtRunner
+    from trtbuild.backends.trt.manifest import EngineMismatchError
+    from trtbuild.backends.trt.runner import TrtRunner
 
     config, work, results = built
     arch = os.path.dirname(results[0].engine)
@@ -115,7 +116,7 @@ def test_mismatched_manifest_and_truncated_engine_refused(built, tmp_path):
 
 
 def test_inspect_engine(built):
-    from trtbuild.build import inspect_artifact
+    from trtbuild.backends import inspect_artifact
 
     config, work, results = built
     info = inspect_artifact(results[1].engine)
@@ -174,7 +175,9 @@ def varlen_built(tmp_path_factory):
 def test_varlen_engines_match_ort(varlen_built):
     """Packed on the host, the variable-length engines give the ONNX model's logits for padded batches; bench's
     timer runs them at a full shape and at the simulation's real text lengths."""
-    from trtbuild.bench import TrtTimer, _sample_bucket_inputs, _sample_inputs
+    from trtbuild.backends.trt.timer import TrtTimer
+    from trtbuild.bench.simulate import sample_bucket_inputs as _sample_bucket_inputs
+    from trtbuild.bench.timing import sample_inputs as _sample_inputs
 
     config, work, results = varlen_built
     manifest = json.load(open(os.path.join(os.path.dirname(results[0].engine), "manifest.json")))
@@ -198,7 +201,9 @@ def test_varlen_engines_match_ort(varlen_built):
 def _assert_graph_replays_the_engine(engine, shapes):
     """bench's CUDA graph (captured per shape) gives the plain enqueue's logits, also after new token ids are
     copied into the same buffers: the graph reads its inputs, it did not bake them in."""
-    from trtbuild.bench import TrtTimer, _sample_bucket_inputs, _sample_inputs
+    from trtbuild.backends.trt.timer import TrtTimer
+    from trtbuild.bench.simulate import sample_bucket_inputs as _sample_bucket_inputs
+    from trtbuild.bench.timing import sample_inputs as _sample_inputs
 
     graphed, plain = TrtTimer(engine, cuda_graph=True), TrtTimer(engine)
     try:

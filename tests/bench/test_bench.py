@@ -1,0 +1,350 @@
+"""trtbuild bench on the CPU: timing statistics, the seed's dynamic batching on known service times, and a
+real run of ONNX Runtime and torch (FP32, in a subprocess, as on the GPU machine) on a tiny model."""
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from trtbuild.backends.trt.cuda import CudaGraph
+from trtbuild.bench.simulate import arrivals, run_simulation, service_ms, simulate, sustained_rate
+from trtbuild.bench.timing import percentile, time_calls, timing_stats
+from trtbuild.cli import cli
+from trtbuild.config import SimulateConfig, default_config, with_overrides
+from trtbuild.export import export_onnx
+
+SIM = SimulateConfig()
+BUCKETS = [32, 64, 128, 256]
+
+
+def flat_table(ms_per_batch=1.0, per_text=0.0):
+    """A service-time table: a fixed cost per batch plus a cost per text, the same in every bucket."""
+    return {b: {n: ms_per_batch + per_text * n * b / 128 for n in (1, 8, 64)} for b in BUCKETS}
+
+
+def test_percentile_and_timing_stats():
+    assert percentile([3, 1, 2], 50) == 2
+    assert percentile([0, 10], 99) == pytest.approx(9.9)
+    stats = timing_stats([[0.010, 0.012, 0.011], [0.020, 0.021, 0.022]], batch=64)
+    assert stats["repeat_ms"] == [11.0, 21.0]
+    assert stats["ms"] == pytest.approx(16.0)  # median of the repeats' medians
+    assert stats["seq_per_s"] == pytest.approx(64 / 0.016, rel=1e-3)
+    assert stats["iterations"] == 6 and stats["p99_ms"] <= 22.0
+
+
+def test_time_calls_warms_up_then_times_every_iteration():
+    calls = []
+    ticks = iter(range(1000))
+    samples = time_calls(lambda: calls.append(1), warmup=2, iterations=3, repeats=2, clock=lambda: next(ticks))
+    assert len(calls) == 2 + 3 * 2
+    assert samples == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_service_time_is_interpolated_between_measured_batches():
+    table = {32: {1: 1.0, 8: 2.0, 64: 9.0}}
+    assert service_ms(table, 32, 8) == 2.0
+    assert service_ms(table, 32, 36) == pytest.approx(5.5)
+    assert service_ms(table, 32, 128) == pytest.approx(18.0)
+
+
+def test_lone_requests_wait_for_the_timeout_then_go():
+    # two requests far apart: each waits the 20 ms timeout (short of min batch 8), then takes 1 ms
+    result = simulate([(0.0, 10), (1.0, 100)], flat_table(1.0), BUCKETS, SIM)
+    assert result["latency_ms"] == pytest.approx([21.0, 21.0])
+    assert result["batches"] == 2
+
+
+def test_a_bucket_with_min_batch_goes_at_once():
+    stream = [(0.001 * i, 20) for i in range(8)]  # eight short texts, 1 ms apart
+    result = simulate(stream, flat_table(2.0), BUCKETS, SIM)
+    assert result["batches"] == 1
+    assert max(result["latency_ms"]) == pytest.approx(7.0 + 2.0)  # the first waited for the eighth
+
+
+def test_buckets_keep_lengths_apart_and_padding_to_max_does_not():
+    stream = [(0.0001 * i, 20 if i % 2 else 200) for i in range(16)]
+    apart = simulate(stream, flat_table(1.0), BUCKETS, SIM)
+    assert apart["batches"] == 2 and apart["bucket_share"] == {"32": 0.5, "64": 0.0, "128": 0.0, "256": 0.5}
+    together = simulate(stream, flat_table(1.0), [256], SIM)
+    assert together["bucket_share"] == {"256": 1.0} and together["batches"] == 2  # 8 go as soon as they are there
+
+
+def test_sustained_rate_follows_the_speed_of_the_backend():
+    lengths = [20, 40, 90, 100, 120, 200]
+    sim = SimulateConfig(requests=2000)
+    slow = sustained_rate(lengths, flat_table(1.0, per_text=0.5), BUCKETS, sim)
+    fast = sustained_rate(lengths, flat_table(0.5, per_text=0.1), BUCKETS, sim)
+    assert 0 < slow < fast
+    # at the sustained rate P99 is within the window, at twice the rate it is not
+    for rate, within in ((slow, True), (2 * slow, False)):
+        res = simulate(arrivals(rate, lengths, sim.requests, sim.seed), flat_table(1.0, per_text=0.5), BUCKETS, sim)
+        assert (percentile(res["latency_ms"], 99) <= sim.window_ms) is within
+
+
+def test_run_simulation_padded_to_max_is_slower_than_buckets():
+    lengths = [20] * 50 + [40] * 30 + [100] * 15 + [250] * 5
+    table = {b: {n: 0.2 + 0.02 * n * b / 32 for n in (1, 8, 64)} for b in BUCKETS}
+    sim = SimulateConfig(requests=2000, rate=2000)
+    bucketed = run_simulation("engine", table, BUCKETS, lengths, sim)
+    padded = run_simulation("padded", {256: table[256]}, BUCKETS, lengths, sim, padded_to=256)
+    assert padded["buckets"] == [256] and bucketed["buckets"] == BUCKETS
+    assert bucketed["sustained_rate"] > 2 * padded["sustained_rate"]
+    assert len(bucketed["latency_cdf_ms"]) == 201 and bucketed["latency_cdf_ms"] == sorted(bucketed["latency_cdf_ms"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A real run on the CPU: ONNX Runtime and torch FP32 (subprocess); engines and CUDA backends say why they are absent
+
+@pytest.fixture(scope="module")
+def bench_work(tmp_path_factory, chinese_checkpoint):
+    root = tmp_path_factory.mktemp("bench")
+    work = str(root / "work")
+    config = with_overrides(default_config("tiny-zh"), checkpoint=chinese_checkpoint, workdir=work)
+    export_onnx(config)
+    yaml = root / "bench.yaml"
+    yaml.write_text(
+        "model: {{name: tiny-zh, checkpoint: {}, workdir: {}}}\n"
+        "data: {{buckets: [16, 32, 64], eval: [calibration_data/slang/eval.jsonl]}}\n"
+        "bench: {{shapes: [[1, 16], [4, 32]], warmup: 1, iterations: 3, repeats: 2, ort_iterations: 2}}\n".format(
+            chinese_checkpoint, work), encoding="utf-8")
+    return work, str(yaml)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work, tmp_path):
+    work, config = bench_work
+    assert invoke("verify", work, "-c", config, "--candidate", "fp32").exit_code == 0  # caches the eval lengths
+    reports = str(tmp_path / "reports")
+    result = invoke("bench", work, "-c", config, "--reports", reports)
+    assert result.exit_code == 0, result.output
+    assert "B1 S16" in result.stdout and "B4 S32" in result.stdout
+    path = os.path.join(reports, "bench-cpu.json")
+    report = json.load(open(path))
+    assert report["format"] == "trtbuild-bench/1"
+    measured = {(r["backend"], r["batch"], r["seq"], r["mode"]) for r in report["results"]}
+    assert measured == {("ort-cpu", 1, 16, "e2e"), ("ort-cpu", 4, 32, "e2e"),
+                        ("torch-fp32", 1, 16, "device"), ("torch-fp32", 1, 16, "e2e"),
+                        ("torch-fp32", 4, 32, "device"), ("torch-fp32", 4, 32, "e2e")}
+    for r in report["results"]:
+        assert r["ms"] > 0 and r["seq_per_s"] == pytest.approx(r["batch"] * 1e3 / r["ms"], rel=1e-3, abs=0.06)
+        assert r["iterations"] == (2 if r["backend"] == "ort-cpu" else 6)
+    assert "no fp16 engine" in report["skipped"]["trt-fp16"] and "no int8 engine" in report["skipped"]["trt-int8"]
+    assert "CUDA" in report["skipped"]["torch-fp16"] and "CUDA" in report["skipped"]["torch-compile-fp16"]
+    assert report["int8_vs_torch_compile"] is None and report["simulations"] == []
+    assert report["info"]["simulate"]["eval_texts"] == 330 and report["info"]["simulate"]["mean_length"] > 5
+    assert report["device"]["torch"] and report["device"]["onnxruntime"]
+    assert report["info"]["cuda_graph"] == {"enabled": True, "engines": {}}
+    assert os.path.isfile(os.path.join(reports, "bench-cpu.png"))
+    assert sorted(os.listdir(reports)) == ["bench-cpu.json", "bench-cpu.png"]  # nothing half-written
+
+
+def test_bench_bad_input(bench_work, tmp_path):
+    work, config = bench_work
+    result = invoke("bench", work, "-c", config, "--backend", "trt-int8", "--no-simulate")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: nothing was measured: trt-int8: no int8 engine")
+    result = invoke("bench", work, "-c", config, "--shape", "64by128")
+    assert result.exit_code == 2 and "write a shape as BATCHxSEQ" in result.stderr
+    fresh = str(tmp_path / "fresh")
+    export_onnx(with_overrides(default_config("f"), checkpoint=json.load(open(os.path.join(work, "export.json")))[
+        "checkpoint"], workdir=fresh))
+    result = invoke("bench", fresh, "-c", config, "--backend", "ort-cpu")
+    assert result.exit_code == 1 and "run `trtbuild verify" in result.stderr and "--no-simulate" in result.stderr
+    result = invoke("bench", work, "-c", config, "--backend", "torch-fp32", "--no-simulate",
+                    "--torch-python", str(tmp_path / "no-python"))
+    assert result.exit_code == 1 and "torch interpreter" in result.stderr and "not found" in result.stderr
+
+
+def test_simulation_ends_at_low_rates_far_into_simulated_time():
+    # 20,000 requests at 1/s run ~20,000 s of simulated time: the timeout test must not drift with float rounding
+    sim = SimulateConfig(rate=1, timeout_ms=10)
+    result = simulate(arrivals(1.0, [20], sim.requests, 0), flat_table(1.0), BUCKETS, sim)
+    assert len(result["latency_ms"]) == sim.requests and max(result["latency_ms"]) == pytest.approx(11.0)
+
+
+def test_sustained_rate_never_exceeds_what_the_gpu_can_serve():
+    table = {256: {1: 1.0, 64: 8.24}}  # at best 64 texts per 8.24 ms = 7,767 texts/s
+    sim = SimulateConfig()
+    rate = sustained_rate([200] * 10, table, [256], sim)
+    assert 0.8 * 64 / 8.24e-3 < rate <= 1.02 * 64 / 8.24e-3
+
+
+def test_bench_without_cuda_graphs_says_so(bench_work, tmp_path):
+    work, config = bench_work
+    result = invoke("bench", work, "-c", config, "--backend", "ort-cpu", "--no-simulate", "--no-cuda-graph", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["info"]["cuda_graph"] == {"enabled": False, "engines": {}}
+
+
+class FakeCudart:
+    """The five CUDA runtime calls of a graph capture, with an error code to return per call."""
+
+    def __init__(self, **errors):
+        self.errors = errors
+        self.calls = []
+
+    def __getattr__(self, name):
+        import ctypes
+
+        def call(*args):
+            self.calls.append(name)
+            if name == "cudaStreamEndCapture" and not self.errors.get(name):
+                ctypes.cast(args[1], ctypes.POINTER(ctypes.c_void_p))[0] = 0x1000  # the captured graph
+            if name == "cudaGraphInstantiateWithFlags" and not self.errors.get(name):
+                ctypes.cast(args[0], ctypes.POINTER(ctypes.c_void_p))[0] = 0x2000
+            return self.errors.get(name, 0)
+        return call
+
+
+def test_cuda_graph_capture_launch_and_free():
+    lib = FakeCudart()
+    launches = []
+    graph = CudaGraph.capture(0x10, lambda: launches.append(1) or True, lib=lib)
+    assert launches == [1] and graph.graph.value == 0x1000 and graph.graph_exec.value == 0x2000
+    graph.launch(0x10)
+    graph.free()
+    graph.free()  # twice is harmless
+    assert lib.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError",
+                         "cudaGraphInstantiateWithFlags", "cudaGraphLaunch", "cudaGraphExecDestroy", "cudaGraphDestroy"]
+
+
+@pytest.mark.parametrize("errors, launched, why", [
+    ({"cudaStreamBeginCapture": 900}, True, "could not start (cudaStreamBeginCapture error 900)"),
+    ({}, False, "the launch failed while captured"),
+    ({"cudaStreamEndCapture": 901}, True, "cudaStreamEndCapture error 901"),
+    ({"cudaGraphInstantiateWithFlags": 1}, True, "cudaGraphInstantiateWithFlags error 1"),
+])
+def test_cuda_graph_capture_failures_leave_capture_mode_and_say_why(errors, launched, why):
+    from trtbuild.errors import TrtbuildError
+
+    lib = FakeCudart(**errors)
+    with pytest.raises(TrtbuildError, match="CUDA graph capture") as e:
+        CudaGraph.capture(0x10, lambda: launched, lib=lib)
+    assert why in str(e.value)
+    if "cudaStreamBeginCapture" not in errors:
+        assert "cudaStreamEndCapture" in lib.calls  # the stream is out of capture mode
+        assert lib.calls.count("cudaGraphDestroy") == (0 if "cudaStreamEndCapture" in errors else 1)
+
+
+def test_cuda_graph_captured_while_another_exception_is_handled_is_kept():
+    lib = FakeCudart()
+    try:
+        raise ValueError("an earlier error being handled")
+    except ValueError:
+        graph = CudaGraph.capture(0x10, lambda: True, lib=lib)
+    assert graph.graph_exec.value == 0x2000 and "cudaGraphDestroy" not in lib.calls
+    graph.free()
+    assert lib.calls.count("cudaGraphDestroy") == 1
+
+
+def test_cuda_graph_capture_ends_even_when_the_launch_raises():
+    lib = FakeCudart()
+
+    def boom():
+        raise RuntimeError("enqueue exploded")
+    with pytest.raises(RuntimeError):
+        CudaGraph.capture(0x10, boom, lib=lib)
+    assert lib.calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGetLastError", "cudaGraphDestroy"]
+
+
+def _cpu_timer():
+    """A TrtTimer around stand-ins for the execution context, stream and device buffers (no TensorRT here)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from trtbuild.backends.trt import timer as timer_module
+
+    class Context:
+        enqueued = 0
+
+        def set_input_shape(self, name, shape):
+            pass
+
+        def get_tensor_shape(self, name):
+            return (2, 3)
+
+        def set_tensor_address(self, name, ptr):
+            pass
+
+        def execute_async_v3(self, stream):
+            self.enqueued += 1
+            return True
+
+    class Buffer:
+        ptr = 1
+
+        def __init__(self, shape, dtype):
+            pass
+
+        def resize(self, shape):
+            pass
+
+        def copy_from(self, host, stream):
+            pass
+
+        def copy_to(self, host, stream):
+            pass
+
+        def free(self):
+            pass
+
+    class Session:
+        def fit(self, feeds):  # as EngineSession.fit for an engine without profiles: cast to the engine's dtypes
+            return None, {n: np.ascontiguousarray(a.astype(np.int32)) for n, a in feeds.items()}
+
+    timer = timer_module.TrtTimer.__new__(timer_module.TrtTimer)
+    timer.cuda = SimpleNamespace(DeviceArray=Buffer)
+    timer.session = Session()
+    timer.context = Context()
+    timer.stream = SimpleNamespace(ptr=5, synchronize=lambda: None, free=lambda: None)
+    timer.varlen, timer.profile = False, 0
+    timer.inputs = timer.tensors_in = ["input_ids"]
+    timer.outputs = ["logits"]
+    timer.dtypes = {"input_ids": np.dtype(np.int32), "logits": np.dtype(np.float32)}
+    timer.buffers, timer.host = {}, {}
+    timer.cuda_graph, timer.graph, timer.graph_error = True, None, None
+    return timer, {"input_ids": np.ones((2, 4), dtype=np.int64)}
+
+
+def test_trt_timer_replays_its_graph_and_falls_back_when_capture_fails(monkeypatch):
+    launched = []
+
+    class Graph:
+        freed = 0
+
+        def launch(self, stream):
+            launched.append(stream)
+
+        def free(self):
+            Graph.freed += 1
+
+    def ok(cls, stream, launch, lib=None):
+        assert launch()  # the enqueue, as captured
+        return Graph()
+    monkeypatch.setattr(CudaGraph, "capture", classmethod(ok))
+    timer, feeds = _cpu_timer()
+    timer.prepare(feeds)
+    timer.prepare(feeds)  # a new shape: the old graph goes, a new one is captured
+    assert Graph.freed == 1 and timer.graph_status is True
+    enqueued = timer.context.enqueued  # 2 per prepare: one warm enqueue, one captured
+    timer.device()
+    timer.e2e()
+    assert launched == [5, 5] and timer.context.enqueued == enqueued == 4
+    timer.device_plain()
+    assert timer.context.enqueued == 5
+
+    def broken(cls, stream, launch, lib=None):
+        raise RuntimeError("not capturable")  # e.g. an error of TensorRT's own bindings
+    monkeypatch.setattr(CudaGraph, "capture", classmethod(broken))
+    timer, feeds = _cpu_timer()
+    timer.prepare(feeds)
+    assert timer.graph is None and timer.graph_status == "CUDA graph capture failed: not capturable"
+    timer.device()
+    timer.e2e()
+    timer.prepare(feeds)  # no second try (nor its warm-up enqueue)
+    assert timer.context.enqueued == 3  # warm-up, then device and e2e on the plain enqueue

@@ -1,0 +1,192 @@
+"""`trtbuild calibrate` on real tiny exports: statistics, scales, Q/DQ graph, coverage gate, CLI."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import DATA, ROOT  # noqa: E402,F401
+
+from trtbuild.calibrate import calibrate
+from trtbuild.calibrate.fallback import calibrate_and_check
+from trtbuild.calibrate.qdq import plan_qdq, trt_calibration_cache
+from trtbuild.cli import cli
+from trtbuild.config import CalibrateConfig, DataConfig, ExportConfig, default_config, with_overrides
+from trtbuild.errors import TrtbuildError
+from trtbuild.export import export_onnx
+
+SLANG_CAL = os.path.join(DATA, "slang", "calibration.jsonl")
+SLANG_EVAL = os.path.join(DATA, "slang", "eval.jsonl")
+LEXICON = os.path.join(DATA, "lexicon", "slang_lexicon.tsv")
+
+
+@pytest.fixture(scope="module")
+def zh_export(chinese_checkpoint, tmp_path_factory):
+    """The tiny Chinese-vocab BERT, exported once for the module (max length 64)."""
+    work = str(tmp_path_factory.mktemp("zh") / "work")
+    config = with_overrides(default_config("zh"), checkpoint=chinese_checkpoint, workdir=work)
+    config = config.replace(export=ExportConfig(max_length=64), data=DataConfig(buckets=(16, 32, 64)))
+    export_onnx(config)
+    return work
+
+
+def make_config(workdir, **calibrate_options):
+    data = DataConfig(buckets=(16, 32, 64), calibration=(SLANG_CAL,), eval=(SLANG_EVAL,), lexicon=LEXICON)
+    config = with_overrides(default_config("zh"), workdir=workdir).replace(data=data)
+    return config.replace(calibrate=CalibrateConfig(**calibrate_options))
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def fresh_copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_placement_quantizes_linear_layers_and_residuals_only(zh_export):
+    import onnx
+
+    model = onnx.load(os.path.join(zh_export, "model.onnx"))
+    assert not any(n.startswith("/") and n.endswith("/Add") for n in plan_qdq(model).quantized_nodes)  # default
+    plan = plan_qdq(model, quantize_residual=True)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    quantized = {ops[n] for n in plan.quantized_nodes}
+    assert quantized == {"MatMul", "Gemm", "Add"}
+    matmuls = [n for n in plan.quantized_nodes if ops[n] == "MatMul"]
+    assert len(matmuls) == 2 * 6  # per layer: query, key, value, attention output, FFN in, FFN out
+    assert not any(n.endswith("attention/self/MatMul") or n.endswith("attention/self/MatMul_1") for n in matmuls)
+    assert len([n for n in plan.quantized_nodes if ops[n] == "Add"]) == 2 * 2  # two residual Adds per layer
+    assert len([n for n in plan.quantized_nodes if ops[n] == "Gemm"]) == 2  # pooler, classifier
+    assert all(axis == 1 for name, (axis, _) in plan.weights.items() if "MatMul" in name)
+    excluded = plan_qdq(model, exclude=["*/layer.1/*"])
+    assert excluded.excluded_nodes and all("/layer.1/" in n for n in excluded.excluded_nodes)
+    assert not any("/layer.1/" in n for n in excluded.quantized_nodes)
+
+
+def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    work = fresh_copy(zh_export, tmp_path / "w")
+    result = calibrate_and_check(make_config(work), show_bar=False)
+    assert sorted(os.listdir(work)) == ["cache", "coverage.html", "coverage.json", "export.json", "labels.json",
+                                        "model.onnx", "model.qdq.onnx", "reports", "scales.json", "tokenizer"]
+    assert sorted(os.listdir(os.path.join(work, "reports"))) == ["verify-qdq.html", "verify-qdq.json", "verify-qdq.xml"]
+    qdq = onnx.load(result.qdq_onnx)
+    ops = [n.op_type for n in qdq.graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == result.activations + result.weights
+    for node in qdq.graph.node:  # LayerNorm and Softmax are never fed by a DequantizeLinear
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert not any(i.endswith("_dequantized") for i in node.input)
+    zero_points = [i for i in qdq.graph.initializer if i.name.endswith("_zero_point")]
+    assert zero_points and all(i.data_type == onnx.TensorProto.INT8 for i in zero_points)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 21128, size=(4, 32)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    ref = ort.InferenceSession(os.path.join(work, "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = ort.InferenceSession(result.qdq_onnx, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(got - ref).max() < 0.1 * (np.abs(ref).max() + 1e-3) + 0.02
+    assert result.accuracy["qdq"]["texts"] == 330
+    scales = json.load(open(result.scales, encoding="utf-8"))
+    assert scales["format"] == "trtbuild-scales/1" and scales["method"] == "entropy"
+    assert scales["histogram"]["bins"] == 2048
+    assert scales["corpus"]["texts"] == 330 and len(scales["corpus"]["sha256"]) == 64
+    for info in scales["activations"].values():
+        assert 0 < info["amax"] <= info["max_abs"] * 1.0001
+
+
+def test_deterministic_and_independent_of_batch_size(zh_export, tmp_path):
+    digests = []
+    for i, batch in enumerate((16, 16, 3)):
+        work = fresh_copy(zh_export, tmp_path / "w{}".format(i))
+        calibrate(make_config(work, batch_size=batch), show_bar=False)
+        digests.append((sha(os.path.join(work, "scales.json")), sha(os.path.join(work, "model.qdq.onnx"))))
+    assert digests[0] == digests[1] == digests[2]
+
+
+def test_methods_order(zh_export, tmp_path):
+    amax = {}
+    for method in ("entropy", "minmax", "percentile"):
+        work = fresh_copy(zh_export, tmp_path / method)
+        calibrate(make_config(work, method=method), show_bar=False)
+        amax[method] = {k: v["amax"] for k, v in json.load(open(os.path.join(work, "scales.json")))["activations"].items()}
+    for name, top in amax["minmax"].items():
+        assert amax["entropy"][name] <= top * 1.0001
+        assert amax["percentile"][name] <= top * 1.0001
+    assert any(amax["entropy"][n] < 0.9 * amax["minmax"][n] for n in amax["minmax"])  # entropy clips outliers
+
+
+def test_coverage_gate_fails_with_missing_terms_and_writes_no_model(zh_export, tmp_path):
+    work = fresh_copy(zh_export, tmp_path / "w")
+    corpus = tmp_path / "plain.txt"
+    corpus.write_text("这家酒店的房间很干净\n物流很快，包装完好\n屏幕显示效果一般\n", encoding="utf-8")
+    config = make_config(work, min_slang_coverage=0.6)
+    with pytest.raises(TrtbuildError) as info:
+        calibrate(config, corpus_paths=[str(corpus)], show_bar=False)
+    message = str(info.value)
+    assert message.startswith("calibration set covers 0% of the slang in the eval set (0 of ")
+    assert "gate 60%); missing: " in message
+    assert not os.path.exists(os.path.join(work, "model.qdq.onnx"))
+    assert os.path.exists(os.path.join(work, "coverage.html"))  # the report says what is missing
+
+
+def test_not_a_trtbuild_export(tmp_path):
+    with pytest.raises(TrtbuildError) as info:
+        calibrate(make_config(str(tmp_path)), show_bar=False)
+    assert str(info.value) == ("{} holds no trtbuild export (model.onnx + export.json); run `trtbuild export "
+                               "CHECKPOINT -o {}` first".format(tmp_path, tmp_path))
+
+
+def test_edited_onnx_refused(zh_export, tmp_path):
+    work = fresh_copy(zh_export, tmp_path / "w")
+    with open(os.path.join(work, "model.onnx"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(TrtbuildError, match="model.onnx does not match export.json"):
+        calibrate(make_config(work), show_bar=False)
+
+
+def test_trt_cache_format():
+    text = trt_calibration_cache({"b": 127.0, "a": 1.27})
+    assert text.splitlines() == ["TRT-8600-EntropyCalibration2", "a: 3c23d70a", "b: 3f800000"]
+
+
+def test_cli_calibrate(zh_export, tmp_path):
+    work = fresh_copy(zh_export, tmp_path / "w")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("蚌埠住了，笑死我了😂\nyyds！绝绝子\n今天又破防了\n躺平了家人们\n" * 3, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["calibrate", work, "--corpus", str(corpus), "--trt-cache", "--no-eval"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("calibrated 12 texts by entropy in ")
+    assert os.path.exists(os.path.join(work, "calibration.cache"))
+    bad = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "nothing"), "--corpus", str(corpus)])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("Error: ") and "holds no trtbuild export" in bad.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["calibrate", work, "--corpus", str(empty)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == ("Error: corpus {} holds no texts; give a file with at least one "
+                                              "non-empty text".format(empty))
+
+
+def test_qdq_rebuilt_from_scales_is_identical(zh_export, tmp_path):
+    from trtbuild.calibrate.qdq import qdq_from_scales
+
+    work = fresh_copy(zh_export, tmp_path / "w")
+    calibrate(make_config(work), show_bar=False)
+    original = sha(os.path.join(work, "model.qdq.onnx"))
+    os.remove(os.path.join(work, "model.qdq.onnx"))
+    result = CliRunner().invoke(cli, ["calibrate", work, "--from-scales"])
+    assert result.exit_code == 0, result.output
+    assert sha(os.path.join(work, "model.qdq.onnx")) == original
+    os.remove(os.path.join(work, "scales.json"))
+    with pytest.raises(TrtbuildError, match="has no scales.json; run `trtbuild calibrate"):
+        qdq_from_scales(work)

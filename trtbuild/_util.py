@@ -1,0 +1,80 @@
+"""Small helpers every step shares: progress callbacks and bars, error text, the result shape, and the click
+classes that turn a TrtbuildError into one line (for `trtbuild` and for the `python -m` entry points alike)."""
+
+import sys
+
+import click
+
+from trtbuild.errors import EXIT_INTERRUPTED, EXIT_OK, TrtbuildError
+
+
+def noop(msg):
+    """The default `progress` callback: says nothing."""
+
+
+def first_line(exc):
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def progress_bar(total, desc, unit="text"):
+    """A tqdm bar on stderr, or None where tqdm is missing (the GPU side's Python: a bar is a nicety)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+class Result(object):
+    """What every command's library call returns: `to_dict()` (the JSON the command prints with --json),
+    `summary()` (the text it prints otherwise), `exit_code`, and `write(directory)` for results that are
+    saved as reports. Subclasses define `to_dict` and `summary`."""
+
+    exit_code = EXIT_OK
+    paths = None
+
+    def to_dict(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def summary(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def write(self, directory):
+        """Save the result's report files under `directory`; results that are not reports have none."""
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# click: a TrtbuildError is one line `Error: ...` and its exit code; Ctrl-C is exit 130
+
+class _UserError(click.ClickException):
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+def _invoke_guarded(invoke, ctx):
+    try:
+        return invoke(ctx)
+    except TrtbuildError as e:
+        raise _UserError(e) from None
+    except KeyboardInterrupt:
+        click.echo("Aborted (interrupted).", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        return _invoke_guarded(super().invoke, ctx)
+
+
+class Command(click.Command):
+    def invoke(self, ctx):
+        return _invoke_guarded(super().invoke, ctx)
+
+
+def say(msg):
+    """Progress lines of the entry points: stdout, flushed."""
+    print(msg, flush=True)

@@ -1,0 +1,77 @@
+"""What an engine holds: its tensors, profiles and per-precision layer counts (TensorRT's engine inspector),
+beside its manifest entry."""
+
+import json
+import os
+
+from trtbuild.backends.trt import import_tensorrt
+from trtbuild.backends.trt.engine import deserialize_engine
+from trtbuild.backends.trt.manifest import read_manifest
+from trtbuild.errors import NoGpuError
+
+
+def inspect_engine(path):
+    """{kind: engine, manifest, tensors, profiles, layers, tensorrt} of an engine file; the manifest entry
+    alone where TensorRT is not installed."""
+    info = {"path": path, "bytes": os.path.getsize(path)}
+    directory = os.path.dirname(os.path.abspath(path))
+    entry = read_manifest(directory).get("engines", {}).get(os.path.basename(path))
+    info.update(kind="engine", manifest=entry)
+    try:
+        trt = import_tensorrt()
+    except NoGpuError:
+        info["note"] = "TensorRT not installed: manifest only"
+        return info
+    runtime, engine = deserialize_engine(trt, path)  # (the runtime outlives the engine)
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        t = {"name": name, "mode": str(engine.get_tensor_mode(name)).split(".")[-1],
+             "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1], "shape": list(engine.get_tensor_shape(name))}
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            t["profiles"] = [[list(s) for s in engine.get_tensor_profile_shape(name, p)]
+                             for p in range(engine.num_optimization_profiles)]
+        tensors.append(t)
+    layers = layer_precisions(trt, engine)
+    info.update(tensors=tensors, profiles=engine.num_optimization_profiles, layers=layers, tensorrt=trt.__version__)
+    return info
+
+
+def layer_precisions(trt, engine):
+    """Layer count per precision of a deserialized engine from the engine inspector (TensorRT >= 8.2), {} where
+    unavailable."""
+    try:
+        inspector = engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except Exception:  # the inspector is a diagnostic; its absence must not fail a build
+        return {}
+    counts = {}
+    for layer in info.get("Layers", []):
+        precision = _layer_precision(layer)
+        counts[precision] = counts.get(precision, 0) + 1
+    return counts
+
+
+def _layer_precision(layer):
+    """The precision of a layer's first output (TensorRT's inspector names it inside a format string,
+    e.g. "Row major linear Int8 format"). With dynamic shapes TensorRT 8.6 reports "N/A due to dynamic
+    shapes" and compiles the whole encoder into one Myelin ForeignNode per profile: then the layer
+    type is counted instead (e.g. {"myelin": 4, "reformat": 3, "shapehosttodevice": 4})."""
+    if not isinstance(layer, dict):
+        text = str(layer)
+        outputs = []
+    else:
+        outputs = list(layer.get("Outputs", []) or []) + list(layer.get("Inputs", []) or [])
+        text = ""
+    for t in outputs:
+        text = str(t.get("Format/Datatype", "")) if isinstance(t, dict) else str(t)
+        if text:
+            break
+    lowered = text.lower()
+    for needle, tag in (("int8", "int8"), ("half", "fp16"), ("fp16", "fp16"), ("float", "fp32"), ("fp32", "fp32"),
+                        ("int32", "int32"), ("bool", "bool")):
+        if needle in lowered:
+            return tag
+    if isinstance(layer, dict) and layer.get("LayerType"):
+        return str(layer["LayerType"]).lower()
+    return "other"

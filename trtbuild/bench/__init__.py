@@ -1,0 +1,230 @@
+"""`trtbuild bench`: the engines beside torch and ONNX Runtime on the same GPU, in one run.
+
+1. Shapes (`bench.shapes`, default batch x sequence 1x128, 8x64, 64x128): for every backend,
+   warm-up, then `repeats` x `iterations` timed iterations; the reported time is the median of the
+   repeats' medians, p50/p95/p99 are over all timed iterations. Two modes:
+   - `device`: inputs already on the GPU, timed from launch to a synchronised stream (TensorRT: the
+     execution context driven directly, no Polygraphy bookkeeping; torch: CUDA tensors,
+     `torch.cuda.synchronize()`);
+   - `e2e`: host (numpy / CPU tensor) inputs copied in, logits copied back, synchronised.
+   ONNX Runtime runs on the CPU (e2e only): the reference point a user starts from.
+   TensorRT and ONNX Runtime run in this process (Python 3.9 with TensorRT on the GPU machine);
+   torch runs in its own interpreter (`bench.torch_python`, default the GPU machine's
+   /opt/torch/.venv/bin/python) as a subprocess (`torch_worker.py`) whose JSON is merged.
+2. Dynamic batching (`simulate.py`): the seed's policy replayed on measured service times. Requests
+   arrive as a Poisson stream with lengths drawn from the eval set (the verify cache), go to the
+   smallest length bucket that holds them (32/64/128/256), one queue per bucket; when the GPU is
+   free, a bucket with `min_batch` (8) or more requests is dispatched (up to `max_batch`), and a
+   bucket short of that once its oldest request has waited `timeout_ms` (20 ms); among ready
+   buckets the one with the oldest request goes first. A batch takes the time measured for its
+   (batch size, bucket) on the backend (e2e mode, interpolated between measured batch sizes). The
+   same stream padded to the longest bucket in one queue is run on torch eager FP16 for comparison.
+   Reported: latency p50/p99 at the seed's 8,000 texts/s and the sustained rate (the highest rate
+   whose P99 stays within the 50 ms window), by bisection.
+3. Report (`report.py`): `reports/bench-<gpu>.json` (raw numbers, ratios such as `int8_vs_torch_compile`),
+   a PNG (throughput per backend and shape, latency CDF of the simulation), a table on stdout.
+This module orchestrates: the engines' timer is `trtbuild.backends.trt.timer.TrtTimer`.
+"""
+
+import glob
+import os
+import platform
+import time
+
+import numpy as np
+
+from trtbuild._util import noop, progress_bar
+from trtbuild.backends.ort import OrtRunner
+from trtbuild.backends.trt.manifest import find_engine
+from trtbuild.bench.report import BenchReport
+from trtbuild.bench.simulate import run_simulation, sample_bucket_inputs
+from trtbuild.bench.timing import sample_inputs, time_calls, timing_stats
+from trtbuild.bench.torch_worker import run_torch_worker
+from trtbuild.config import TORCH_BACKENDS, TRT_BACKENDS
+from trtbuild.errors import NoGpuError, TrtbuildError
+from trtbuild.workdir import WorkDir, read_json
+
+
+def eval_lengths(workdir):
+    """Token lengths of the eval texts from the newest verify cache (no tokenizer needed)."""
+    cache = WorkDir(workdir).cache
+    found = sorted(glob.glob(os.path.join(cache, "verify-*.npz")), key=os.path.getmtime)
+    if not found:
+        raise TrtbuildError("no eval lengths for the batching simulation in {}: run `trtbuild verify {} --candidate "
+                            "fp32` once (it caches the eval set), or pass --no-simulate".format(cache, workdir))
+    with np.load(found[-1], allow_pickle=False) as data:
+        return [int(x) for x in data["lengths"]]
+
+
+def _vocab_size(workdir):
+    wd = WorkDir(workdir)
+    record = read_json(wd.export_json) if os.path.isfile(wd.export_json) else {}
+    return int(record.get("vocab_size") or record.get("config", {}).get("vocab_size") or 21128)
+
+
+def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_dir=None, progress=noop,
+              show_bar=False):
+    """Measure every backend at every shape, simulate the seed's dynamic batching; returns a BenchReport
+    (written under WORKDIR/reports unless report_dir is given)."""
+    start = time.perf_counter()
+    bcfg, sim = config.bench, config.bench.simulate
+    backends = list(backends or bcfg.backends)
+    shapes = [tuple(s) for s in (shapes or bcfg.shapes)]
+    wd = WorkDir(config.workdir)
+    if not os.path.isfile(wd.onnx):
+        raise TrtbuildError("{} not found; run `trtbuild export` first".format(wd.onnx))
+    max_length = read_json(wd.export_json).get("max_length") if os.path.isfile(wd.export_json) else None
+    buckets = config.data.usable_buckets(max_length)
+    lengths = eval_lengths(config.workdir) if simulate_traffic else None
+    vocab = _vocab_size(config.workdir)
+    skipped = {}
+    results = []
+    memory = {}
+    sims = []
+    cuda_graphs = {}  # TensorRT backend -> True / False / why the capture failed
+    device = {"host": platform.node(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+
+    # which engines exist; TensorRT present?
+    engines = {}
+    for name in [b for b in backends if b in TRT_BACKENDS]:
+        try:
+            engines[name] = find_engine(config.workdir, name.split("-")[1])
+        except TrtbuildError as e:
+            skipped[name] = str(e)
+    if engines:
+        try:
+            from trtbuild.backends.trt import import_tensorrt
+            from trtbuild.backends.trt.cuda import gpu_info
+
+            trt = import_tensorrt()
+            gpu = gpu_info()
+            device.update({"gpu": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+                           "driver": gpu.get("driver"), "tensorrt": trt.__version__})
+        except NoGpuError as e:
+            for name in engines:
+                skipped[name] = str(e)
+            engines = {}
+    sim_engines = [n for n in ("trt-int8", "trt-fp16") if n in engines] if simulate_traffic else []
+
+    # torch, in its own interpreter, first (nothing else on the GPU meanwhile)
+    torch_backends = [b for b in backends if b in TORCH_BACKENDS]
+    if torch_backends:
+        measurements = [{"backend": b, "batch": bs, "seq": s, "modes": ["device", "e2e"]}
+                        for b in torch_backends for bs, s in shapes]
+        if simulate_traffic and "torch-fp16" in torch_backends:
+            measurements += [{"backend": "torch-fp16", "batch": bs, "seq": buckets[-1], "modes": ["e2e"], "sim": True}
+                             for bs in sim.batch_sizes]
+        plan = {"checkpoint": os.path.abspath(config.model.checkpoint or ""), "vocab_size": vocab,
+                "measurements": measurements, "warmup": bcfg.warmup, "iterations": bcfg.iterations,
+                "repeats": bcfg.repeats, "seed": 0}
+        out = run_torch_worker(config, plan, progress=progress)
+        if "error" in out:
+            for b in torch_backends:
+                skipped[b] = out["error"]
+        else:
+            device.setdefault("gpu", out.get("device"))
+            device["torch"] = out.get("torch")
+            device["torch_cuda"] = out.get("cuda")
+            memory.update(out.get("memory", {}))
+            for b, why in out.get("skipped", {}).items():
+                skipped[b] = why
+            results += [r for r in out["results"] if not r.get("sim")]
+            device["torch_attention"] = out.get("attention")
+            device["torch_compile_seconds"] = out.get("compile_seconds")
+            if simulate_traffic and "torch-fp16" not in skipped:
+                table = {buckets[-1]: {r["batch"]: r["ms"] for r in out["results"]
+                                       if r.get("sim") and r["backend"] == "torch-fp16"}}
+                if table[buckets[-1]]:
+                    sims.append(("torch-fp16 padded", table, buckets[-1]))
+
+    # TensorRT engines, in this process
+    for name, path in engines.items():
+        from trtbuild.backends.trt.timer import TrtTimer
+
+        timer = TrtTimer(path, cuda_graph=bcfg.cuda_graph)
+        try:
+            memory[name] = {"engine_file_bytes": os.path.getsize(path), "activation_bytes": timer.activation_bytes,
+                            "gpu_bytes_after_load": timer.memory_bytes}
+            work = [(bs, s, "shape") for bs, s in shapes]
+            if name in sim_engines:
+                work += [(bs, b, "sim") for b in buckets for bs in sim.batch_sizes]
+            bar = progress_bar(len(work), name, unit="shape") if show_bar else None
+            table = {b: {} for b in buckets}
+            for bs, s, kind in work:
+                if kind == "sim" and name not in sim_engines:
+                    continue  # an earlier shape of the table fitted no profile
+                try:
+                    if kind == "sim" and timer.varlen:  # real text lengths: this engine does not pad them
+                        timer.prepare(sample_bucket_inputs(timer.inputs, bs, s, lengths, buckets, vocab))
+                    else:
+                        timer.prepare(sample_inputs(timer.inputs, bs, s, vocab))
+                except TrtbuildError as e:  # a shape the engine's profiles do not hold: say so, go on
+                    if kind != "sim":
+                        skipped["{} B{} S{}".format(name, bs, s)] = str(e)
+                        continue
+                    sim_engines.remove(name)
+                    skipped[name + " simulation"] = "batch {} x bucket {}: {}".format(bs, s, e)
+                    continue
+                if kind == "shape":
+                    steps = [("device", timer.device), ("e2e", timer.e2e)]
+                    if timer.graph is not None:  # the same run without the graph: what the graph is worth
+                        steps.append(("device-plain", timer.device_plain))
+                    for mode, step in steps:
+                        stats = timing_stats(time_calls(step, bcfg.warmup, bcfg.iterations, bcfg.repeats), bs)
+                        graphed = timer.graph is not None and mode != "device-plain"
+                        results.append(dict(backend=name, batch=bs, seq=s, mode=mode, cuda_graph=graphed, **stats))
+                else:  # the service-time table of the simulation: e2e, fewer iterations
+                    stats = timing_stats(time_calls(timer.e2e, 3, max(10, bcfg.iterations // 5), 1), bs)
+                    table[s][bs] = stats["ms"]
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            if name in sim_engines:
+                sims.append((name, table, None))
+            cuda_graphs[name] = timer.graph_status
+            progress("{}: measured {} shapes".format(name, len(shapes)))
+        finally:
+            timer.close()
+
+    # ONNX Runtime on the CPU: the reference point
+    ort = None
+    if "ort-cpu" in backends:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            skipped["ort-cpu"] = "onnxruntime is not installed here; pip install onnxruntime"
+    if ort is not None:
+        with OrtRunner(wd.onnx) as runner:
+            device["onnxruntime"] = ort.__version__
+            for bs, s in shapes:
+                feeds = sample_inputs(runner.input_names, bs, s, vocab)
+                stats = timing_stats(time_calls(lambda: runner.infer(feeds), 1, bcfg.ort_iterations, 1), bs)
+                results.append(dict(backend="ort-cpu", batch=bs, seq=s, mode="e2e", **stats))
+                progress("ort-cpu B{} S{}: {:.1f} ms".format(bs, s, stats["ms"]))
+
+    # the seed's dynamic batching
+    simulations = []
+    for name, table, padded in sims:
+        progress("simulating {} at {:,.0f} texts/s and searching the sustained rate".format(name, sim.rate))
+        result = run_simulation(name, table, buckets, lengths, sim, padded_to=padded)
+        result["service_ms"] = {str(b): {str(k): v for k, v in sorted(row.items())} for b, row in table.items()}
+        simulations.append(result)
+
+    info = {"shapes": [list(x) for x in shapes], "backends": backends,
+            "warmup": bcfg.warmup, "iterations": bcfg.iterations, "repeats": bcfg.repeats,
+            "ort_iterations": bcfg.ort_iterations, "vocab_size": vocab, "workdir": config.workdir,
+            "cuda_graph": {"enabled": bcfg.cuda_graph, "engines": cuda_graphs}}
+    if simulate_traffic:
+        info["simulate"] = {"rate": sim.rate, "requests": sim.requests, "window_ms": sim.window_ms,
+                            "timeout_ms": sim.timeout_ms, "min_batch": sim.min_batch, "max_batch": sim.max_batch,
+                            "batch_sizes": list(sim.batch_sizes), "buckets": buckets, "eval_texts": len(lengths),
+                            "mean_length": round(sum(lengths) / len(lengths), 1),
+                            "mean_length_truncated": round(sum(min(x, buckets[-1]) for x in lengths) / len(lengths), 1)}
+    report = BenchReport(config_name=config.model.name, device=device, results=results, simulations=simulations,
+                         memory=memory, skipped=skipped, info=info, seconds=round(time.perf_counter() - start, 1))
+    if not results:
+        raise TrtbuildError("nothing was measured: {}".format("; ".join(
+            "{}: {}".format(k, v) for k, v in skipped.items()) or "no backends selected"))
+    report.write(report_dir or wd.reports)
+    return report

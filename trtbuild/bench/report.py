@@ -1,0 +1,168 @@
+"""The bench report: raw timings per backend, shape and mode; simulations; ratios; as JSON, a PNG and a table."""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+from trtbuild._util import Result
+from trtbuild.config import TRT_BACKENDS
+from trtbuild.html import matplotlib_pyplot, save_png
+from trtbuild.workdir import atomic_write_json
+
+REPORT_FORMAT = "trtbuild-bench/1"
+
+
+@dataclass
+class BenchReport(Result):
+    """Raw timings per backend, shape and mode; simulations; ratios. `write()` saves JSON + PNG."""
+
+    config_name: str
+    device: Dict
+    results: List[Dict]  # {"backend", "batch", "seq", "mode", **timing_stats}
+    simulations: List[Dict] = field(default_factory=list)
+    memory: Dict = field(default_factory=dict)
+    skipped: Dict = field(default_factory=dict)  # backend -> why it was not measured
+    info: Dict = field(default_factory=dict)
+    seconds: float = 0.0
+    paths: Dict = field(default_factory=dict)
+
+    def lookup(self, backend, batch, seq, mode="device"):
+        for r in self.results:
+            if (r["backend"], r["batch"], r["seq"], r["mode"]) == (backend, batch, seq, mode):
+                return r
+        return None
+
+    def ratios(self):
+        """Per shape: engine speed-up over torch.compile FP16 and torch eager FP16 (device mode, time ratio),
+        and the simulations' sustained rate over torch eager FP16 padded to max."""
+        out = {}
+        for batch, seq in sorted({(r["batch"], r["seq"]) for r in self.results}):
+            row = {}
+            for engine in TRT_BACKENDS:
+                mine = self.lookup(engine, batch, seq)
+                short = engine.split("-")[1]
+                plain = self.lookup(engine, batch, seq, "device-plain")
+                for ref, label in (("torch-compile-fp16", "torch_compile"), ("torch-fp16", "torch_eager_fp16")):
+                    theirs = self.lookup(ref, batch, seq)
+                    if mine and theirs:
+                        row["{}_vs_{}".format(short, label)] = round(theirs["ms"] / mine["ms"], 3)
+                    if plain and theirs:  # the engine without its CUDA graph (torch.compile's default mode has none)
+                        row["{}_plain_vs_{}".format(short, label)] = round(theirs["ms"] / plain["ms"], 3)
+            if row:
+                out["b{}xs{}".format(batch, seq)] = row
+        sims = {s["backend"]: s for s in self.simulations}
+        padded = sims.get("torch-fp16 padded")
+        if padded and padded["sustained_rate"]:
+            for engine in TRT_BACKENDS:
+                if engine in sims:
+                    out.setdefault("simulation", {})["{}_vs_torch_fp16_padded".format(engine.split("-")[1])] = round(
+                        sims[engine]["sustained_rate"] / padded["sustained_rate"], 3)
+        return out
+
+    def to_dict(self):
+        ratios = self.ratios()
+        headline = ratios.get("b64xs128", {})
+        return {"format": REPORT_FORMAT, "config": self.config_name, "device": self.device, "seconds": self.seconds,
+                "int8_vs_torch_compile": headline.get("int8_vs_torch_compile"),
+                "fp16_vs_torch_compile": headline.get("fp16_vs_torch_compile"),
+                "ratios": ratios, "results": self.results, "simulations": self.simulations, "memory": self.memory,
+                "skipped": self.skipped, "info": self.info, "paths": self.paths,
+                "notes": {"device": "inputs already on the GPU, launch to synchronised stream (TensorRT: one CUDA "
+                                    "graph launch where info.cuda_graph.engines says True)",
+                          "device-plain": "TensorRT only, with a CUDA graph: the same engine and shape enqueued "
+                                          "without it (ratios *_plain_vs_*); torch.compile runs in its default "
+                                          "mode, without CUDA graphs",
+                          "e2e": "host inputs copied in and logits copied back, synchronised",
+                          "ms": "median of the repeats' median per-iteration time; seq_per_s = batch / ms",
+                          "ratios": "time of the reference / time of the engine at the same shape (device mode)"}}
+
+    def table(self):
+        """A compact text table: one row per backend and mode, one column per shape (ms and seq/s)."""
+        shapes = sorted({(r["batch"], r["seq"]) for r in self.results})
+        lines = ["{:<20} {:<12} ".format("backend", "mode") + "".join(
+            "{:>22}".format("B{} S{}".format(b, s)) for b, s in shapes)]
+        seen = []
+        for r in self.results:
+            key = (r["backend"], r["mode"])
+            if key not in seen:
+                seen.append(key)
+        for backend, mode in seen:
+            cells = []
+            for b, s in shapes:
+                r = self.lookup(backend, b, s, mode)
+                cells.append("{:>22}".format("{:.2f} ms {:>8,.0f}/s".format(r["ms"], r["seq_per_s"] or 0) if r else "-"))
+            lines.append("{:<20} {:<12} ".format(backend, mode) + "".join(cells))
+        for name, why in self.skipped.items():
+            lines.append("{:<20} skipped: {}".format(name, why))
+        for s in self.simulations:
+            a = s["at_rate"]
+            lines.append("simulation {:<18} at {:,.0f}/s: p50 {:.1f} ms, p99 {:.1f} ms, mean batch {:.1f}; sustained "
+                         "{:,.0f}/s within P99 <= window".format(s["backend"], a["rate"], a["p50_ms"], a["p99_ms"],
+                                                                  a["mean_batch"], s["sustained_rate"]))
+        for shape, row in self.ratios().items():
+            lines.append("ratios {}: {}".format(shape, ", ".join("{} {:.2f}x".format(k, v) for k, v in row.items())))
+        return "\n".join(lines)
+
+    def summary(self):
+        return "\n".join(["bench {} on {} ({:.0f} s)".format(self.config_name, self.device.get("gpu") or "CPU",
+                                                           self.seconds),
+                          self.table(), "reports: {}".format(", ".join(self.paths.values()))])
+
+    def write(self, report_dir):
+        os.makedirs(report_dir, exist_ok=True)
+        slug = "".join(c if c.isalnum() else "-" for c in self.device.get("gpu", "cpu").lower()).strip("-")
+        slug = "-".join(p for p in slug.split("-") if p) or "cpu"
+        base = os.path.join(report_dir, "bench-{}".format(slug))
+        self.paths = {"json": base + ".json"}
+        png = plot(self, base + ".png")
+        if png:
+            self.paths["png"] = png
+        atomic_write_json(self.paths["json"], self.to_dict())
+        return self.paths
+
+
+def plot(report, path):
+    """Throughput per backend and shape (device mode, log scale) and the simulations' latency CDF, as a PNG;
+    returns the path, or None without matplotlib."""
+    plt = matplotlib_pyplot()
+    if plt is None:
+        return None
+    shapes = sorted({(r["batch"], r["seq"]) for r in report.results})
+    backends = []
+    for r in report.results:
+        if r["backend"] not in backends:
+            backends.append(r["backend"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax = axes[0]
+    width = 0.8 / max(len(backends), 1)
+    for k, backend in enumerate(backends):
+        values = []
+        for b, s in shapes:
+            r = report.lookup(backend, b, s, "device") or report.lookup(backend, b, s, "e2e")
+            values.append(r["seq_per_s"] if r else 0)
+        ax.bar([i + k * width for i in range(len(shapes))], values, width, label=backend)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
+    ax.set_xticklabels(["B{} S{}".format(b, s) for b, s in shapes])
+    ax.set_yscale("log")
+    ax.set_ylabel("sequences / s (device mode; ORT: CPU)")
+    ax.set_title("throughput per backend and shape")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for s in report.simulations:
+        cdf = s["latency_cdf_ms"]
+        ax.plot(cdf, [i / (len(cdf) - 1) for i in range(len(cdf))], label="{} (p99 {:.1f} ms)".format(
+            s["backend"], s["at_rate"]["p99_ms"]))
+    if report.simulations:
+        window = report.info.get("simulate", {}).get("window_ms")
+        if window:
+            ax.axvline(window, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("request latency, ms (simulated at {:,.0f} texts/s)".format(report.simulations[0]["at_rate"]["rate"]))
+        ax.set_ylabel("share of requests")
+        ax.set_title("dynamic batching: latency CDF")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_axis_off()
+    fig.suptitle("{} on {}".format(report.config_name, report.device.get("gpu", "CPU")))
+    fig.tight_layout()
+    return save_png(fig, path)
