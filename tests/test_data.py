@@ -38,7 +38,8 @@ def test_missing_text_column(tmp_path):
     path = write(tmp_path / "a.csv", "body,label\nx,positive\n")
     with pytest.raises(TrtbuildError) as info:
         load_corpus([path])
-    assert str(info.value) == "corpus {} has no text column 'text' (columns: body, label); pass --text-column".format(path)
+    assert str(info.value) == ("corpus {} has no text column 'text' (columns: body, label); set data.text_column in "
+                               "the config to the column that holds the texts".format(path))
 
 
 def test_non_utf8_lines_skipped_with_line_numbers_or_fail(tmp_path):

@@ -1,11 +1,13 @@
 """Small helpers every step shares: progress callbacks and bars, error text, the result shape, and the click
 classes that turn a TrtbuildError into one line (for `trtbuild` and for the `python -m` entry points alike)."""
 
+import signal
 import sys
 
 import click
 
-from trtbuild.errors import EXIT_INTERRUPTED, EXIT_OK, TrtbuildError
+from trtbuild.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USER, Terminated, TrtbuildError, \
+    os_error_message
 
 
 def noop(msg):
@@ -55,14 +57,31 @@ class _UserError(click.ClickException):
         self.exit_code = error.exit_code
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def _invoke_guarded(invoke, ctx):
+    """Run a command: a TrtbuildError or a file-system error is one line `Error: ...`; Ctrl-C is exit 130 and
+    SIGTERM exit 143, both after every temp file of the run is removed."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return invoke(ctx)
     except TrtbuildError as e:
         raise _UserError(e) from None
+    except (OSError, MemoryError) as e:
+        message = os_error_message(e) if isinstance(e, OSError) else \
+            "out of memory; lower the batch size, max_texts or the shapes, or use a machine with more memory"
+        click.echo("Error: {}".format(message), err=True)
+        sys.exit(EXIT_USER)
     except KeyboardInterrupt:
-        click.echo("Aborted (interrupted).", err=True)
+        click.echo("Aborted (interrupted); nothing was left half-written.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        click.echo("Terminated (SIGTERM); nothing was left half-written.", err=True)
+        sys.exit(EXIT_TERMINATED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Group(click.Group):

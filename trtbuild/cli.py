@@ -9,7 +9,6 @@ tensorrt) is imported until a command runs.
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 
@@ -18,6 +17,8 @@ import click
 from trtbuild import __version__
 from trtbuild._util import Group
 from trtbuild.config import BACKENDS, METHODS, default_config, load_config, with_overrides
+from trtbuild.errors import ConfigError
+from trtbuild.workdir import dumps_json
 
 
 def _progress(message):
@@ -27,7 +28,7 @@ def _progress(message):
 def _emit(result, as_json):
     """Print a result (JSON or its summary) and exit with its exit code."""
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(dumps_json(result.to_dict()))
     else:
         click.echo(result.summary())
     if result.exit_code:
@@ -53,7 +54,10 @@ def _replace(config, section, **changes):
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         return config
-    return config.replace(**{section: dataclasses.replace(getattr(config, section), **changes)})
+    try:
+        return config.replace(**{section: dataclasses.replace(getattr(config, section), **changes)})
+    except ConfigError as e:  # an option out of bounds: say which, as the config would
+        raise e.under(section) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,11 +152,11 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
     from trtbuild.calibrate.fallback import calibrate_and_check
 
     config = _replace(config, "data", eval=tuple(evals) or None, lexicon=lexicon)
-    config = _replace(config, "calibrate", min_slang_coverage=min_slang_coverage)
+    config = _replace(config, "calibrate", min_slang_coverage=min_slang_coverage, max_texts=max_texts,
+                      batch_size=batch_size)
     _emit(calibrate_and_check(config, corpus_paths=corpora or None, method=method, exclude=exclude or None,
-                              max_texts=max_texts, batch_size=batch_size, on_bad_utf8=on_bad_utf8, trt_cache=trt_cache,
-                              evaluate_qdq=not no_eval, auto_fallback=auto_fallback, progress=_progress,
-                              show_bar=not as_json), as_json)
+                              on_bad_utf8=on_bad_utf8, trt_cache=trt_cache, evaluate_qdq=not no_eval,
+                              auto_fallback=auto_fallback, progress=_progress, show_bar=not as_json), as_json)
 
 
 @cli.command("build")

@@ -22,12 +22,24 @@ TRT_BACKENDS = ("trt-fp16", "trt-int8")
 TORCH_BACKENDS = ("torch-fp32", "torch-fp16", "torch-compile-fp16")
 BACKENDS = TRT_BACKENDS + TORCH_BACKENDS + ("ort-cpu",)  # what `trtbuild bench` measures
 BUILD_BACKENDS = ("onnx", "plugins")  # build.backend: how the network is defined
+MAX_SEQUENCE = 8192  # no BERT takes more tokens; a bound on every sequence length a config or option names
+MAX_BENCH_BATCH = 4096  # the largest batch bench times
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _check(ok, key, reason):
     if not ok:
         raise ConfigError(key, reason)
+
+
+def _at_most(obj, key, limit, why):
+    """Upper bounds keep a typo from taking the machine with it; the message says why the bound is there."""
+    value = getattr(obj, key)
+    values = value if isinstance(value, tuple) else (value,)
+    for i, v in enumerate(values):
+        if v is not None and v > limit:
+            where = "{}[{}]".format(key, i) if isinstance(value, tuple) else key
+            raise ConfigError(where, "must be <= {:,} ({}; got {:,})".format(limit, why, v))
 
 
 def _one_of(names):
@@ -94,6 +106,9 @@ class ExportConfig:
                 _check(name in allowed, "inputs[{}]".format(i),
                        "must be one of {} (got {!r})".format(", ".join(allowed), name))
             _check("input_ids" in self.inputs, "inputs", "must include input_ids")
+        _at_most(self, "max_length", MAX_SEQUENCE, "BERT position embeddings stop far below it")
+        _at_most(self, "validate_batches", 256, "the parity check runs each batch on the CPU at max_length")
+        _at_most(self, "short_length", MAX_SEQUENCE, "BERT position embeddings stop far below it")
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ class DataConfig:
         for i, b in enumerate(self.buckets):
             _check(b >= 2, "buckets[{}]".format(i), "must be >= 2 (got {})".format(b))
             if i:
+                _check(b <= MAX_SEQUENCE, "buckets[{}]".format(i), "must be <= {:,} (BERT position embeddings stop far "
+                       "below it; got {:,})".format(MAX_SEQUENCE, b))
                 _check(b > self.buckets[i - 1], "buckets[{}]".format(i),
                        "must be > buckets[{}] (buckets ascend; got {} after {})".format(i - 1, b, self.buckets[i - 1]))
 
@@ -146,6 +163,11 @@ class CalibrateConfig:
         _check(self.num_bins >= 128 and self.num_bins % 128 == 0, "num_bins",
                "must be a multiple of 128, at least 128 (got {})".format(self.num_bins))
         _check(self.batch_size >= 1, "batch_size", "must be >= 1 (got {})".format(self.batch_size))
+        _at_most(self, "num_bins", 65536, "the entropy search is quadratic in the bins; 2,048 is TensorRT's")
+        _at_most(self, "batch_size", 4096, "one ONNX Runtime batch holds every activation of every text")
+        _at_most(self, "max_texts", 1000000, "statistics settle long before; calibration is linear in texts")
+        _at_most(self, "fallback_max_layers", 1000, "a BERT has a few hundred quantized nodes at most")
+        _at_most(self, "fallback_texts", 100000, "the sensitivity pass runs every node on every one of them")
         if self.max_texts is not None:
             _check(self.max_texts >= 1, "max_texts", "must be >= 1 (got {})".format(self.max_texts))
         if self.min_slang_coverage is not None:
@@ -233,6 +255,8 @@ class BuildConfig:
             _check(0 <= self.optimization_level <= 5, "optimization_level",
                    "must be between 0 and 5 (got {})".format(self.optimization_level))
         _check(self.workspace_mib >= 16, "workspace_mib", "must be >= 16 (got {})".format(self.workspace_mib))
+        _at_most(self, "max_batch", 4096, "a profile's max batch sizes the engine's activation memory")
+        _at_most(self, "workspace_mib", 1 << 20, "1 TiB is beyond any GPU")
         for i, n in enumerate(self.static_batches):
             _check(1 <= n <= self.max_batch, "static_batches[{}]".format(i),
                    "must be between 1 and max_batch {} (got {})".format(self.max_batch, n))
@@ -264,6 +288,10 @@ class VerifyConfig:
             _check(getattr(self, key) >= 1, key, "must be >= 1 (got {})".format(getattr(self, key)))
         for key in ("bootstrap", "worst_slices", "examples"):
             _check(getattr(self, key) >= 0, key, "must be >= 0 (got {})".format(getattr(self, key)))
+        _at_most(self, "bootstrap", 100000, "each resample holds an index per text; 1,000 already fixes the 95 % CI")
+        _at_most(self, "batch_size", 1024, "one batch is held on the device at the bucket length")
+        _at_most(self, "worst_slices", 1000, "the report lists them all")
+        _at_most(self, "examples", 1000, "the report lists them all")
 
 
 @dataclass(frozen=True)
@@ -282,6 +310,12 @@ class SimulateConfig:
     def __post_init__(self):
         _check(self.rate > 0, "rate", "must be > 0 texts/s (got {})".format(self.rate))
         _check(self.requests >= 100, "requests", "must be >= 100 (got {})".format(self.requests))
+        _at_most(self, "rate", 1e7, "ten million texts/s is far beyond one GPU")
+        _at_most(self, "requests", 10000000, "the simulation keeps every request's latency")
+        _at_most(self, "window_ms", 3600000, "an hour")
+        _at_most(self, "timeout_ms", 3600000, "an hour")
+        _at_most(self, "max_batch", 4096, "a batch is timed on the engine")
+        _at_most(self, "batch_sizes", 4096, "a batch is timed on the engine")
         for key in ("window_ms", "timeout_ms"):
             _check(getattr(self, key) > 0, key, "must be > 0 ms (got {})".format(getattr(self, key)))
         _check(1 <= self.min_batch <= self.max_batch, "min_batch",
@@ -317,6 +351,12 @@ class BenchConfig:
         for key in ("iterations", "repeats", "ort_iterations", "torch_timeout_s"):
             _check(getattr(self, key) >= 1, key, "must be >= 1 (got {})".format(getattr(self, key)))
         _check(self.warmup >= 0, "warmup", "must be >= 0 (got {})".format(self.warmup))
+        for i, (b, s) in enumerate(self.shapes):
+            _check(b <= MAX_BENCH_BATCH and s <= MAX_SEQUENCE, "shapes[{}]".format(i),
+                   "batch must be <= {:,} and sequence <= {:,} (got {})".format(MAX_BENCH_BATCH, MAX_SEQUENCE, [b, s]))
+        for key, limit in (("warmup", 100000), ("iterations", 100000), ("repeats", 1000), ("ort_iterations", 10000),
+                           ("torch_timeout_s", 86400)):
+            _at_most(self, key, limit, "a bench run of days measures nothing more")
 
 
 @dataclass(frozen=True)

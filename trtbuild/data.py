@@ -13,10 +13,11 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import tempfile
 from collections import deque
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Set  # noqa: F401 (type comments)
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set  # noqa: F401 (Set: type comments)
 
 import numpy as np
 
@@ -197,9 +198,31 @@ class Corpus:
     sources: List[str]  # the file each text came from
     skipped_lines: Dict[str, List[int]]  # file -> 1-based line numbers of non-UTF-8 lines
     empty: int = 0  # blank texts dropped
+    suspect: Dict[str, int] = field(default_factory=dict)  # why -> texts: "binary" (dropped), "long" (truncated)
 
     def __len__(self):
         return len(self.texts)
+
+    def warnings(self):
+        """One line per kind of suspect input, for the progress log."""
+        out = ["{}: skipped {} non-UTF-8 line(s): {}".format(path, len(lines), ", ".join(map(str, lines[:10])) + (
+            " …" if len(lines) > 10 else "")) for path, lines in self.skipped_lines.items()]
+        if self.suspect.get("binary"):
+            out.append("skipped {} text(s) with control characters (binary data, not text?)".format(
+                self.suspect["binary"]))
+        if self.suspect.get("long"):
+            out.append("{} text(s) longer than {:,} characters: only their start is used".format(
+                self.suspect["long"], MAX_TEXT_CHARS))
+        return out
+
+
+MAX_TEXT_CHARS = 16384  # longer texts are cut before tokenizing (64 x 256 tokens: far past any bucket)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
+
+def _looks_binary(text):
+    """Control characters (other than tab and newlines) or U+FFFD: bytes of a binary file, not a text."""
+    return _CONTROL.search(text) is not None
 
 
 def _bad_utf8_lines(path):
@@ -226,7 +249,6 @@ class _Columns:
 
 def _load_plain(kind, path):
     """Fallback reader where `datasets` is not installed (the GPU machine's Python): txt, jsonl, csv."""
-
     with open(path, encoding="utf-8", newline="") as f:
         if kind == "text":
             return _Columns([{"text": line.rstrip("\r\n")} for line in f])
@@ -235,9 +257,13 @@ def _load_plain(kind, path):
             for lineno, line in enumerate(f, start=1):
                 if line.strip():
                     try:
-                        rows.append(json.loads(line))
+                        row = json.loads(line)
                     except ValueError as e:
                         raise TrtbuildError("corpus {} line {}: not JSON ({})".format(path, lineno, e)) from None
+                    if not isinstance(row, dict):
+                        raise TrtbuildError("corpus {} line {}: a JSON line must be an object with a text field "
+                                            "(got a {})".format(path, lineno, type(row).__name__))
+                    rows.append(row)
             return _Columns(rows)
         if kind == "csv":
             return _Columns(list(csv.DictReader(f)))
@@ -269,7 +295,7 @@ def load_corpus(paths, text_column="text", label_column="label", max_texts=None,
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise TrtbuildError("no corpus given; pass --corpus FILE (txt, jsonl, csv or parquet) or set data.calibration")
-    texts, labels, sources, skipped = [], [], [], {}
+    texts, labels, sources, skipped, suspect = [], [], [], {}, {}
     empty = 0
     with tempfile.TemporaryDirectory(prefix="trtbuild-data-") as tmpdir:
         for path in paths:
@@ -299,26 +325,54 @@ def load_corpus(paths, text_column="text", label_column="label", max_texts=None,
             ds = _load_with_datasets(kind, source, tmpdir)
             column = "text" if kind == "text" else text_column
             if column not in ds.column_names:
-                raise TrtbuildError("corpus {} has no text column {!r} (columns: {}); pass --text-column".format(
-                    path, column, ", ".join(ds.column_names) or "none"))
+                raise TrtbuildError("corpus {} has no text column {!r} (columns: {}); set data.text_column in the "
+                                    "config to the column that holds the texts".format(
+                                        path, column, ", ".join(ds.column_names) or "none"))
             has_labels = kind != "text" and label_column in ds.column_names
             col_texts = ds[column]
             col_labels = ds[label_column] if has_labels else [None] * len(col_texts)
+            _check_strings(path, column, col_texts, allow_none=kind in ("csv", "parquet"))
+            binary = 0
             for text, label in zip(col_texts, col_labels):
-                if text is None or not str(text).strip():
+                if text is None or not text.strip():
                     empty += 1
                     continue
-                texts.append(str(text).strip())
+                if _looks_binary(text):
+                    binary += 1
+                    continue
+                if len(text) > MAX_TEXT_CHARS:
+                    suspect["long"] = suspect.get("long", 0) + 1
+                if isinstance(label, (list, dict)):
+                    raise TrtbuildError("corpus {}: label column {!r} holds a {} where a label belongs; labels are "
+                                        "names or integer ids".format(path, label_column, type(label).__name__))
+                texts.append(text.strip())
                 labels.append(None if label is None else str(label))
                 sources.append(path)
                 if max_texts is not None and len(texts) >= max_texts:
                     break
+            lines = len(col_texts) + len(skipped.get(path, ()))
+            if lines and (binary + len(skipped.get(path, ()))) * 2 > lines:
+                raise TrtbuildError("corpus {} does not look like text: {} of {} lines are binary or not UTF-8; pass a "
+                                    "text corpus (txt, jsonl, csv, parquet)".format(
+                                        path, binary + len(skipped.get(path, ())), lines))
+            if binary:
+                suspect["binary"] = suspect.get("binary", 0) + binary
             if max_texts is not None and len(texts) >= max_texts:
                 break
     if not texts:
         raise TrtbuildError("corpus {} holds no texts; give a file with at least one non-empty text".format(
             ", ".join(paths)))
-    return Corpus(texts=texts, labels=labels, sources=sources, skipped_lines=skipped, empty=empty)
+    return Corpus(texts=texts, labels=labels, sources=sources, skipped_lines=skipped, empty=empty, suspect=suspect)
+
+
+def _check_strings(path, column, values, allow_none):
+    """Texts are strings: refuse ints, lists, dicts (and JSON null) instead of turning them into text."""
+    bad = [(i, v) for i, v in enumerate(values) if not isinstance(v, str) and not (v is None and allow_none)]
+    if bad:
+        row, value = bad[0]
+        raise TrtbuildError("corpus {}: {} value(s) of column {!r} are not strings (first in row {}: {}); texts must "
+                            "be strings: fix the file".format(path, len(bad), column, row + 1,
+                                                             repr(value)[:40]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,13 +411,15 @@ class Tokenized:
 
 
 def tokenize_into_buckets(tokenizer, texts, buckets):
-    """Tokenize (with specials), truncate to the largest bucket, assign each text the smallest bucket that fits."""
+    """Tokenize (with specials), truncate to the largest bucket, assign each text the smallest bucket that fits.
+    Texts are cut to MAX_TEXT_CHARS characters first (a 10 MB line must not cost gigabytes of tokens)."""
     buckets = sorted(buckets)
     top = buckets[-1]
     out_ids, lengths, by_bucket = [], [], {b: [] for b in buckets}
     truncated = 0
     for start in range(0, len(texts), 512):
-        enc = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)["input_ids"]
+        chunk = [t[:MAX_TEXT_CHARS] for t in texts[start:start + 512]]
+        enc = tokenizer(chunk, add_special_tokens=True, truncation=False)["input_ids"]
         for seq in enc:
             lengths.append(len(seq))
             if len(seq) > top:
@@ -397,3 +453,12 @@ def batches_from_arrays(data, input_names):
                     data["b{}_rows".format(k)]))
         k += 1
     return out
+
+
+def check_token_ids(tok, record, workdir):
+    """The tokenizer must not make ids the model's embedding lacks (ONNX Runtime would fail deep inside)."""
+    top = max((max(ids) for ids in tok.ids if ids), default=-1)
+    if top >= record["vocab_size"]:
+        raise TrtbuildError("{}: the tokenizer makes token id {} but the model's vocabulary has {}; tokenizer/ "
+                            "does not belong to this model: re-run `trtbuild export --force`".format(
+                                workdir, top, record["vocab_size"]))

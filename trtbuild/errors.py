@@ -7,6 +7,7 @@ Exit codes (the CLI contract, also used by CI gates):
     3  missing GPU or TensorRT
     4  accuracy gate failed (a result, not a crash)
   130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)
 """
 
 EXIT_OK = 0
@@ -15,6 +16,7 @@ EXIT_USAGE = 2
 EXIT_NO_GPU = 3
 EXIT_GATE = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class TrtbuildError(Exception):
@@ -75,3 +77,28 @@ class NoGpuError(TrtbuildError):
     """TensorRT or a CUDA GPU is not available."""
 
     exit_code = EXIT_NO_GPU
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised from the signal handler so that every `with` block cleans up (temp files go)."""
+
+
+def os_error_message(e):
+    """One line for an OSError of the file system, with what to do about it."""
+    import errno
+
+    where = e.filename or "a file"
+    advice = {
+        errno.ENOSPC: "no space left on the device; free some space (or choose another work directory) and run again",
+        errno.EDQUOT: "disk quota exceeded; free some space and run again",
+        errno.EROFS: "read-only file system; choose a writable work directory or --reports DIR",
+        errno.EACCES: "permission denied; check the permissions (or choose another directory)",
+        errno.EPERM: "operation not permitted (an immutable or protected file?); check it with lsattr, or choose "
+                     "another directory",
+        errno.ENAMETOOLONG: "file name too long; choose a shorter path",
+        errno.ENOTDIR: "a part of this path is a file, not a directory; choose another path",
+        errno.EISDIR: "this is a directory where a file belongs; choose another path",
+        errno.ENOENT: "no such file or directory",
+        errno.EMFILE: "too many open files; raise `ulimit -n`",
+    }.get(e.errno, e.strerror or str(e))
+    return "{}: {}".format(where, advice)

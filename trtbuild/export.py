@@ -12,6 +12,7 @@ positional inputs in the TorchScript exporter, and a wrapper left in train mode 
 Validation follows Optimum's `validate_model_outputs`: several shapes, max |diff| per shape.
 """
 
+import contextlib
 import inspect
 import json
 import os
@@ -25,10 +26,12 @@ import numpy as np
 from trtbuild import __version__
 from trtbuild._util import Result, first_line, noop
 from trtbuild.errors import CheckpointError, MissingDependencyError, OutputExistsError, ParityError
-from trtbuild.workdir import WorkDir, atomic_dir, atomic_path, atomic_write_json, sha256_file
+from trtbuild.workdir import LABELS_NAME, ONNX_NAME, TOKENIZER_DIR, StagedOutputs, WorkDir, atomic_write_json, \
+    locked, remove, sha256_file, sha256_tree
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
+EXPORT_FORMAT = "trtbuild-export/2"
 DEFAULT_MAX_LENGTH = 256
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
@@ -143,7 +146,21 @@ def inspect_checkpoint(path):
         raise CheckpointError("checkpoint {} has no tokenizer files ({}); save the tokenizer beside the model "
                               "with tokenizer.save_pretrained(dir)".format(path, " or ".join(_TOKENIZER_FILES[:2])))
     id2label = cfg.get("id2label") or {}
-    num_labels = int(cfg.get("num_labels") or len(id2label) or 2)
+    raw = cfg.get("num_labels")
+    if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or raw < 1):
+        raise CheckpointError("checkpoint {}: num_labels in config.json must be a positive integer (got {!r}); "
+                              "fix config.json".format(path, raw))
+    if not isinstance(id2label, dict):
+        raise CheckpointError("checkpoint {}: id2label in config.json must map ids to names (got {!r})".format(
+            path, id2label))
+    num_labels = int(raw or len(id2label) or 2)
+    if cfg.get("model_type") is not None and not isinstance(cfg.get("model_type"), str):
+        raise CheckpointError("checkpoint {}: model_type in config.json must be a string".format(path))
+    for key in ("vocab_size", "max_position_embeddings", "hidden_size", "num_hidden_layers"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CheckpointError("checkpoint {}: {} in config.json must be a positive integer (got {!r}); fix "
+                                  "config.json".format(path, key, value))
     return CheckpointInfo(path=path, architecture=cls[0], model_type=str(cfg.get("model_type", "")),
                           num_labels=num_labels, weight_files=weights,
                           max_position_embeddings=cfg.get("max_position_embeddings"))
@@ -198,17 +215,37 @@ def load_checkpoint(info, attn_implementation="eager"):
     except Exception as e:  # transformers raises many types here; the message is what matters
         raise CheckpointError("checkpoint {}: could not load the tokenizer ({})".format(info.path, first_line(e))) from None
     try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        model, loading = transformers.AutoModelForSequenceClassification.from_pretrained(
             info.path, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, output_loading_info=True)
     except Exception as e:
         raise CheckpointError("checkpoint {}: could not load the model ({})".format(info.path, first_line(e))) from None
+    check_loading(info, type(model).__name__, loading)
     model = model.float().eval()
     if len(tokenizer) > model.config.vocab_size:
         raise CheckpointError("checkpoint {}: the tokenizer has {} tokens but the model's embedding only {}; "
                               "save the matching tokenizer with the model".format(info.path, len(tokenizer),
                                                                                  model.config.vocab_size))
     return tokenizer, model
+
+
+def check_loading(info, loaded_class, loading):
+    """Refuse a model whose weights did not all load: transformers fills missing weights with random ones and
+    says so only in a (muted) warning, and a parity check against that same random model passes."""
+    problems = []
+    for key, what in (("missing_keys", "missing (would be random)"), ("unexpected_keys", "not used by {}".format(
+            loaded_class)), ("mismatched_keys", "of the wrong shape")):
+        names = [k if isinstance(k, str) else str(k[0]) for k in (loading or {}).get(key) or []]
+        if names:
+            shown = ", ".join(names[:4]) + (" … ({} in all)".format(len(names)) if len(names) > 4 else "")
+            problems.append("{} weight(s) {}: {}".format(len(names), what, shown))
+    errors = [str(e) for e in (loading or {}).get("error_msgs") or []]
+    if errors:
+        problems.append(first_line(errors[0]))
+    if problems:
+        raise CheckpointError("checkpoint {}: its weights do not fit {} (model_type {!r}): {}; export a checkpoint "
+                              "saved with save_pretrained from the fine-tuned model, with the model_type it was "
+                              "trained as".format(info.path, loaded_class, info.model_type, "; ".join(problems)))
 
 
 def model_inputs(tokenizer, model, configured=None):
@@ -299,8 +336,11 @@ def validate_parity(onnx_path, wrapper, tokenizer, vocab_size, input_names, batc
 
 
 def export_onnx(config, force=False, progress=noop):
-    """Export `config.model.checkpoint` into `config.workdir`; return an ExportResult (raises on failure)."""
-    start = time.perf_counter()
+    """Export `config.model.checkpoint` into `config.workdir`; return an ExportResult (raises on failure).
+
+    The new export is staged and validated first; only then does it replace an earlier one (model.onnx,
+    tokenizer/, labels.json renamed in, export.json written last), and what was made from the earlier one
+    (Q/DQ model, scales, engines, reports, caches) is removed. A failed export changes nothing."""
     if not config.model.checkpoint:
         raise CheckpointError("no checkpoint given; pass CHECKPOINT or set model.checkpoint in the config")
     info = inspect_checkpoint(config.model.checkpoint)
@@ -308,9 +348,21 @@ def export_onnx(config, force=False, progress=noop):
     if os.path.exists(workdir.root) and not os.path.isdir(workdir.root):
         raise OutputExistsError("{} exists and is not a directory; choose another -o WORKDIR".format(workdir.root))
     check_outputs_free(workdir, force)
+    existed = os.path.isdir(workdir.root)
+    try:
+        with locked(workdir.root):
+            return _export(config, info, workdir, progress)
+    except BaseException:
+        if not existed:  # a failed first export leaves no empty work directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir.root)
+        raise
+
+
+def _export(config, info, workdir, progress):
+    start = time.perf_counter()
     max_length = resolve_max_length(info, config.export.max_length)
     ecfg = config.export
-
     progress("[1/4] loading {} ({}, {} labels)".format(info.path, info.architecture, info.num_labels))
     torch, transformers, onnx, onnxruntime = _import_torch_stack()
     tokenizer, model = load_checkpoint(info, ecfg.attn_implementation)
@@ -319,10 +371,10 @@ def export_onnx(config, force=False, progress=noop):
     vocab_size = int(model.config.vocab_size)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     labels = [id2label.get(i, "LABEL_{}".format(i)) for i in range(int(model.config.num_labels))]
-
-    os.makedirs(workdir.root, exist_ok=True)
     lengths = sorted({min(ecfg.short_length, max_length), max_length})
-    with atomic_path(workdir.onnx) as tmp_onnx:
+
+    with StagedOutputs(workdir.root, "export") as staged:
+        tmp_onnx = staged.path(ONNX_NAME)
         progress("[2/4] exporting ONNX (opset {}, inputs {}, dynamic batch x sequence)".format(
             ecfg.opset, ", ".join(input_names)))
         dummy = sample_inputs(tokenizer, vocab_size, input_names, 2, min(16, max_length))
@@ -345,35 +397,30 @@ def export_onnx(config, force=False, progress=noop):
             raise ParityError("ONNX Runtime differs from PyTorch beyond tolerance {:g}: {}; nothing was written "
                               "(raise export.tolerance only if the difference is expected)".format(
                                   ecfg.tolerance, "; ".join(c.describe() for c in bad)), checks)
-        onnx_sha = sha256_file(tmp_onnx)
-        onnx_bytes = os.path.getsize(tmp_onnx)
-
-        progress("[4/4] writing tokenizer, labels and export.json to {}".format(workdir.root))
-        # The old export.json goes first, so an interrupted overwrite never pairs it with new files.
-        if os.path.exists(workdir.export_json):
-            os.remove(workdir.export_json)
-        with atomic_dir(workdir.tokenizer) as tmp_tok:
-            tokenizer.save_pretrained(tmp_tok)
-        atomic_write_json(workdir.labels, {"labels": labels,
-                                           "id2label": {str(i): l for i, l in enumerate(labels)},
-                                           "label2id": {l: i for i, l in enumerate(labels)}})
-    # model.onnx is in place now; export.json, written last, marks the export complete.
-    versions = {"trtbuild": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    sha = {"onnx": onnx_sha}
-    for name in info.weight_files:
-        sha["weights/" + name] = sha256_file(os.path.join(info.path, name))
-    result = ExportResult(
-        workdir=workdir.root, onnx=workdir.onnx, checkpoint=os.path.abspath(info.path),
-        architecture=info.architecture, inputs=input_names, output=OUTPUT_NAME, opset=ecfg.opset,
-        max_length=max_length, labels=labels, tolerance=ecfg.tolerance, checks=checks, onnx_bytes=onnx_bytes,
-        seconds=round(time.perf_counter() - start, 3), sha256=sha, versions=versions)
-    record = result.to_dict()
-    record["input_axes"] = {n: ["batch", "sequence"] for n in input_names}
-    record["input_dtype"] = "int64"
-    record["model_type"] = info.model_type
-    record["vocab_size"] = vocab_size
-    record["files"] = {"onnx": os.path.basename(workdir.onnx), "tokenizer": os.path.basename(workdir.tokenizer),
-                       "labels": os.path.basename(workdir.labels)}
-    atomic_write_json(workdir.export_json, record)
+        tokenizer.save_pretrained(staged.path(TOKENIZER_DIR))
+        atomic_write_json(staged.path(LABELS_NAME), {"labels": labels,
+                                                     "id2label": {str(i): l for i, l in enumerate(labels)},
+                                                     "label2id": {l: i for i, l in enumerate(labels)}})
+        versions = {"trtbuild": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                    "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        sha = {"onnx": sha256_file(tmp_onnx), "tokenizer": sha256_tree(staged.path(TOKENIZER_DIR))}
+        for name in info.weight_files:
+            sha["weights/" + name] = sha256_file(os.path.join(info.path, name))
+        result = ExportResult(
+            workdir=workdir.root, onnx=workdir.onnx, checkpoint=os.path.abspath(info.path),
+            architecture=info.architecture, inputs=input_names, output=OUTPUT_NAME, opset=ecfg.opset,
+            max_length=max_length, labels=labels, tolerance=ecfg.tolerance, checks=checks,
+            onnx_bytes=os.path.getsize(tmp_onnx), seconds=round(time.perf_counter() - start, 3), sha256=sha,
+            versions=versions)
+        record = result.to_dict()
+        record.update(format=EXPORT_FORMAT, loaded_class=type(model).__name__, input_axes={
+            n: ["batch", "sequence"] for n in input_names}, input_dtype="int64", model_type=info.model_type,
+            vocab_size=vocab_size, files={"onnx": ONNX_NAME, "tokenizer": TOKENIZER_DIR, "labels": LABELS_NAME})
+        progress("[4/4] writing model.onnx, tokenizer, labels and export.json to {}".format(workdir.root))
+        staged.commit(workdir.export_json, record)
+    removed = [os.path.basename(p) for p in workdir.derived_outputs() if os.path.lexists(p)]
+    for path in workdir.derived_outputs():  # made from the export this one replaced
+        remove(path)
+    if removed:
+        progress("  removed what the previous export's steps made: {}".format(", ".join(removed)))
     return result

@@ -208,7 +208,7 @@ def test_fit_feeds_pads_to_the_profile_or_says_which_profiles_exist():
 
 
 class _FakeTrt:
-    """A stand-in `tensorrt` for build_engine: engines are bytes; a context is refused for bytes in `bad`."""
+    """A stand-in `tensorrt` for build_engine (engines are bytes). Strict: only what build_engine may touch."""
 
     __version__ = "8.6.0"
 
@@ -223,28 +223,6 @@ class _FakeTrt:
 
     class ProfilingVerbosity:
         DETAILED = "detailed"
-
-    def __init__(self, bad):
-        outer = self
-
-        class Engine:
-            def __init__(self, data):
-                self.data = data
-
-            def create_execution_context(self):
-                return None if self.data in outer.bad else object()
-
-            def create_engine_inspector(self):
-                raise AttributeError("no inspector in the stand-in")
-
-        class Runtime:
-            def __init__(self, logger):
-                pass
-
-            def deserialize_cuda_engine(self, data):
-                return Engine(data)
-
-        self.bad, self.Runtime = bad, Runtime
 
 
 class _FakeProfile(dict):
@@ -268,8 +246,16 @@ def fake_build(tiny_checkpoint, tmp_path, monkeypatch):
     calls = []
 
     def builder(engines, bad=()):
-        trt = _FakeTrt(set(bad))
+        trt = _FakeTrt()
         monkeypatch.setattr(build, "import_tensorrt", lambda: trt)
+
+        def selftest(files, profiles, varlen, vocab_size):  # in-process, as the child would: bad bytes crash
+            for f in files:
+                if open(f, "rb").read() in bad:
+                    return {"passed": False, "why": "TensorRT crashed (SIGSEGV) while testing {}".format(f)}
+            return {"passed": True, "runs": sum(len(p) + 1 for p in profiles), "layers": {"myelin": len(files)}}
+
+        monkeypatch.setattr(build, "selftest", selftest)
         monkeypatch.setattr(build, "gpu_info", lambda: dict(H100))
         poly = types.ModuleType("polygraphy.backend.trt")
         poly.CreateConfig = lambda **kw: kw
@@ -290,34 +276,50 @@ def fake_build(tiny_checkpoint, tmp_path, monkeypatch):
     return builder, calls, work
 
 
-def test_build_retries_an_engine_tensorrt_cannot_run(fake_build):
+def test_build_tests_every_profile_and_falls_back_to_one_plan_per_profile(fake_build):
     from trtbuild.backends.trt.build import build_engine
 
     builder, calls, work = fake_build
-    config = builder([b"first", b"second"], bad=[b"first"])
-    cache = os.path.join(work, "engines", "sm90-trt8.6.0", "timing.cache")
-    os.makedirs(os.path.dirname(cache))
+    # the default config's buckets clipped to the tiny model's 128 positions: 3 profiles
+    config = builder([b"one plan", b"p0", b"p1", b"p2"], bad=[b"one plan"])
+    arch = os.path.join(work, "engines", "sm90-trt8.6.0")
+    cache = os.path.join(arch, "timing.cache")
+    os.makedirs(arch)
     open(cache, "wb").write(b"old cache")
+    open(os.path.join(arch, "fp16.p7.engine"), "wb").write(b"a part of an older build")
     notes = []
     result = build_engine(config, progress=notes.append)
-    assert calls == [cache, None]  # the second try does not load the cache that led to the first engine
-    assert open(result.engine, "rb").read() == b"second"
-    assert any("cannot run (no execution context); building again" in n for n in notes)
-    manifest = json.load(open(result.manifest))
-    assert manifest["engines"]["fp16.engine"]["build_attempts"] == 2
-    assert manifest["engines"]["fp16.engine"]["timing_cache_warm"] is False
+    assert calls == [cache, None, None, None]  # the later plans do not load the cache that led to the first
+    assert any("fails on its profiles (TensorRT crashed (SIGSEGV)" in n for n in notes)
+    entry = json.load(open(result.manifest))["engines"]["fp16.engine"]
+    assert entry["recipe"] == "one-plan-per-profile" and entry["build_attempts"] == 2
+    assert [t["passed"] for t in entry["recipes_tried"]] == [False, True] and entry["timing_cache_warm"] is False
+    assert [p["file"] for p in entry["files"]] == ["fp16.engine", "fp16.p1.engine", "fp16.p2.engine"]
+    assert [p["profiles"] for p in entry["files"]] == [[0], [1], [2]]
+    for part, data in zip(entry["files"], (b"p0", b"p1", b"p2")):
+        assert open(os.path.join(arch, part["file"]), "rb").read() == data and part["bytes"] == len(data)
+    assert sorted(f for f in os.listdir(arch) if f.endswith(".engine")) == \
+        ["fp16.engine", "fp16.p1.engine", "fp16.p2.engine"]  # the older build's part is gone, no temp file stays
+    assert not [f for f in os.listdir(arch) if f.startswith(".")]
+    assert result.engine_bytes == 6
+    check_engine(os.path.join(arch, "fp16.engine"))  # every part matches the manifest
+    with open(os.path.join(arch, "fp16.p2.engine"), "ab") as f:
+        f.write(b"!")
+    with pytest.raises(EngineMismatchError, match=r"corrupt or truncated \(fp16.p2.engine: 3 bytes, manifest says 2\)"):
+        check_engine(os.path.join(arch, "fp16.engine"))
 
 
-def test_build_gives_up_after_two_engines_it_cannot_run(fake_build):
+def test_build_gives_up_when_no_recipe_runs_every_profile(fake_build):
     from trtbuild.backends.trt.build import build_engine
 
     builder, calls, work = fake_build
-    config = builder([b"first", b"second"], bad=[b"first", b"second"])
-    with pytest.raises(TrtbuildError, match="built 2 fp16 engines in a row that it cannot run \\(no execution "
-                                            "context: .* NVIDIA/TensorRT#2977\\); run the build again"):
+    config = builder([b"one", b"p0", b"p1", b"p2"], bad=[b"one", b"p1"])
+    with pytest.raises(TrtbuildError, match=r"built no fp16 engine whose every profile runs \(one-plan: TensorRT "
+                                            "crashed .*; one-plan-per-profile: .*\); use build.backend plugins"):
         build_engine(config)
     engines = os.path.join(work, "engines")
-    assert not any(f.endswith(".engine") or f == "manifest.json" for _, _, fs in os.walk(engines) for f in fs)
+    assert not any(f.endswith(".engine") or f.endswith(".tmp") or f == "manifest.json"
+                   for _, _, fs in os.walk(engines) for f in fs)
 
 
 def test_runner_context_refused_with_one_line():

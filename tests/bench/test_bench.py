@@ -120,7 +120,8 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
     assert invoke("verify", work, "-c", config, "--candidate", "fp32").exit_code == 0  # caches the eval lengths
     reports = str(tmp_path / "reports")
     result = invoke("bench", work, "-c", config, "--reports", reports)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # the GPU backends asked for could not run here: not a success
+    assert "B1 S16" in result.stdout and "B4 S32" in result.stdout
     assert "B1 S16" in result.stdout and "B4 S32" in result.stdout
     path = os.path.join(reports, "bench-cpu.json")
     report = json.load(open(path))
@@ -138,6 +139,10 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
     assert report["info"]["simulate"]["eval_texts"] == 330 and report["info"]["simulate"]["mean_length"] > 5
     assert report["device"]["torch"] and report["device"]["onnxruntime"]
     assert report["info"]["cuda_graph"] == {"enabled": True, "engines": {}}
+    assert report["exit_code"] == 3 and report["missing"] == {"trt-fp16": 1, "trt-int8": 1, "torch-fp16": 3,
+                                                               "torch-compile-fp16": 3}
+    only_cpu = invoke("bench", work, "-c", config, "--reports", reports, "--backend", "ort-cpu", "--no-simulate")
+    assert only_cpu.exit_code == 0, only_cpu.output  # every backend asked for was measured
     assert os.path.isfile(os.path.join(reports, "bench-cpu.png"))
     assert sorted(os.listdir(reports)) == ["bench-cpu.json", "bench-cpu.png"]  # nothing half-written
 
@@ -293,14 +298,17 @@ def _cpu_timer():
         def free(self):
             pass
 
+    context = Context()
+    part = SimpleNamespace(context=context, current=0)
+
     class Session:
-        def fit(self, feeds):  # as EngineSession.fit for an engine without profiles: cast to the engine's dtypes
-            return None, {n: np.ascontiguousarray(a.astype(np.int32)) for n, a in feeds.items()}
+        def fit(self, feeds):  # as EngineSession.fit for a one-profile engine: cast to the engine's dtypes
+            return part, 0, {n: np.ascontiguousarray(a.astype(np.int32)) for n, a in feeds.items()}
 
     timer = timer_module.TrtTimer.__new__(timer_module.TrtTimer)
     timer.cuda = SimpleNamespace(DeviceArray=Buffer)
     timer.session = Session()
-    timer.context = Context()
+    timer.context = context
     timer.stream = SimpleNamespace(ptr=5, synchronize=lambda: None, free=lambda: None)
     timer.varlen, timer.profile = False, 0
     timer.inputs = timer.tensors_in = ["input_ids"]

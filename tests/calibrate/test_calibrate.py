@@ -76,8 +76,12 @@ def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_p
 
     work = fresh_copy(zh_export, tmp_path / "w")
     result = calibrate_and_check(make_config(work), show_bar=False)
-    assert sorted(os.listdir(work)) == ["cache", "coverage.html", "coverage.json", "export.json", "labels.json",
-                                        "model.onnx", "model.qdq.onnx", "reports", "scales.json", "tokenizer"]
+    assert sorted(os.listdir(work)) == ["cache", "calibrate.json", "coverage.html", "coverage.json", "export.json",
+                                        "labels.json", "model.onnx", "model.qdq.onnx", "reports", "scales.json",
+                                        "tokenizer"]
+    record = json.load(open(os.path.join(work, "calibrate.json"), encoding="utf-8"))
+    assert set(record["outputs"]) == {"model.qdq.onnx", "scales.json", "coverage.json", "coverage.html"}
+    assert record["inputs"]["onnx"] == json.load(open(os.path.join(work, "export.json")))["sha256"]["onnx"]
     assert sorted(os.listdir(os.path.join(work, "reports"))) == ["verify-qdq.html", "verify-qdq.json", "verify-qdq.xml"]
     qdq = onnx.load(result.qdq_onnx)
     ops = [n.op_type for n in qdq.graph.node]
@@ -134,7 +138,9 @@ def test_coverage_gate_fails_with_missing_terms_and_writes_no_model(zh_export, t
     assert message.startswith("calibration set covers 0% of the slang in the eval set (0 of ")
     assert "gate 60%); missing: " in message
     assert not os.path.exists(os.path.join(work, "model.qdq.onnx"))
-    assert os.path.exists(os.path.join(work, "coverage.html"))  # the report says what is missing
+    assert not os.path.exists(os.path.join(work, "coverage.html"))  # no coverage without the scales it describes
+    assert "reports/coverage-rejected.html" in message  # the rejected corpus's report says what is missing
+    assert os.path.exists(os.path.join(work, "reports", "coverage-rejected.html"))
 
 
 def test_not_a_trtbuild_export(tmp_path):
@@ -188,5 +194,5 @@ def test_qdq_rebuilt_from_scales_is_identical(zh_export, tmp_path):
     assert result.exit_code == 0, result.output
     assert sha(os.path.join(work, "model.qdq.onnx")) == original
     os.remove(os.path.join(work, "scales.json"))
-    with pytest.raises(TrtbuildError, match="has no scales.json; run `trtbuild calibrate"):
+    with pytest.raises(TrtbuildError, match="scales.json not found; run `trtbuild calibrate"):
         qdq_from_scales(work)

@@ -59,6 +59,8 @@ def inspect_onnx(path):
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and friends
         raise TrtbuildError("{} is not a readable ONNX file ({})".format(path, first_line(e))) from None
+    if not model.graph.node or not model.graph.output:  # an empty file parses as an empty model
+        raise TrtbuildError("{} is not an ONNX model (no graph: empty, truncated or another kind of file)".format(path))
     ops = {}
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1

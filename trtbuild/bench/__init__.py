@@ -33,16 +33,16 @@ import time
 
 import numpy as np
 
-from trtbuild._util import noop, progress_bar
+from trtbuild._util import noop
 from trtbuild.backends.ort import OrtRunner
 from trtbuild.backends.trt.manifest import find_engine
 from trtbuild.bench.report import BenchReport
 from trtbuild.bench.simulate import run_simulation, sample_bucket_inputs
 from trtbuild.bench.timing import sample_inputs, time_calls, timing_stats
 from trtbuild.bench.torch_worker import run_torch_worker
-from trtbuild.config import TORCH_BACKENDS, TRT_BACKENDS
-from trtbuild.errors import NoGpuError, TrtbuildError
-from trtbuild.workdir import WorkDir, read_json
+from trtbuild.config import MAX_BENCH_BATCH, TORCH_BACKENDS, TRT_BACKENDS
+from trtbuild.errors import EXIT_NO_GPU, EXIT_USER, NoGpuError, TrtbuildError
+from trtbuild.workdir import WorkDir, check_export, check_report_dir, locked, read_json
 
 
 def eval_lengths(workdir):
@@ -65,19 +65,31 @@ def _vocab_size(workdir):
 def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_dir=None, progress=noop,
               show_bar=False):
     """Measure every backend at every shape, simulate the seed's dynamic batching; returns a BenchReport
-    (written under WORKDIR/reports unless report_dir is given)."""
+    (written under WORKDIR/reports unless report_dir is given). Its exit code is 3 when a backend asked for could
+    not run for want of a GPU or TensorRT, 1 when one could not run for another reason (a missing engine)."""
+    with locked(config.workdir, create=False):
+        if report_dir is not None:
+            check_report_dir(report_dir)
+        return _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar)
+
+
+def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar):
     start = time.perf_counter()
     bcfg, sim = config.bench, config.bench.simulate
     backends = list(backends or bcfg.backends)
     shapes = [tuple(s) for s in (shapes or bcfg.shapes)]
     wd = WorkDir(config.workdir)
-    if not os.path.isfile(wd.onnx):
-        raise TrtbuildError("{} not found; run `trtbuild export` first".format(wd.onnx))
-    max_length = read_json(wd.export_json).get("max_length") if os.path.isfile(wd.export_json) else None
+    record = check_export(wd.root)
+    max_length = record["max_length"]
+    for b, s in shapes:
+        if s > max_length or b > MAX_BENCH_BATCH:
+            raise TrtbuildError("shape {}x{}: {}; pick shapes within the export (e.g. --shape 64x{})".format(
+                b, s, "sequence {} exceeds the export's max_length {}".format(s, max_length) if s > max_length else
+                "batch {} exceeds {:,}".format(b, MAX_BENCH_BATCH), min(128, max_length)))
     buckets = config.data.usable_buckets(max_length)
     lengths = eval_lengths(config.workdir) if simulate_traffic else None
     vocab = _vocab_size(config.workdir)
-    skipped = {}
+    skipped, missing = {}, {}  # missing: backend -> the exit code its absence gives
     results = []
     memory = {}
     sims = []
@@ -90,7 +102,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
         try:
             engines[name] = find_engine(config.workdir, name.split("-")[1])
         except TrtbuildError as e:
-            skipped[name] = str(e)
+            skipped[name], missing[name] = str(e), EXIT_USER
     if engines:
         try:
             from trtbuild.backends.trt import import_tensorrt
@@ -102,7 +114,7 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                            "driver": gpu.get("driver"), "tensorrt": trt.__version__})
         except NoGpuError as e:
             for name in engines:
-                skipped[name] = str(e)
+                skipped[name], missing[name] = str(e), EXIT_NO_GPU
             engines = {}
     sim_engines = [n for n in ("trt-int8", "trt-fp16") if n in engines] if simulate_traffic else []
 
@@ -114,20 +126,23 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
         if simulate_traffic and "torch-fp16" in torch_backends:
             measurements += [{"backend": "torch-fp16", "batch": bs, "seq": buckets[-1], "modes": ["e2e"], "sim": True}
                              for bs in sim.batch_sizes]
-        plan = {"checkpoint": os.path.abspath(config.model.checkpoint or ""), "vocab_size": vocab,
+        # the checkpoint the export was made from (an absolute path, its weights' hash checked by the worker)
+        weights = {k[len("weights/"):]: v for k, v in record["sha256"].items() if k.startswith("weights/")}
+        plan = {"checkpoint": record.get("checkpoint") or os.path.abspath(config.model.checkpoint or ""),
+                "weights_sha256": weights, "vocab_size": vocab,
                 "measurements": measurements, "warmup": bcfg.warmup, "iterations": bcfg.iterations,
                 "repeats": bcfg.repeats, "seed": 0}
         out = run_torch_worker(config, plan, progress=progress)
         if "error" in out:
             for b in torch_backends:
-                skipped[b] = out["error"]
+                skipped[b], missing[b] = out["error"], EXIT_USER
         else:
             device.setdefault("gpu", out.get("device"))
             device["torch"] = out.get("torch")
             device["torch_cuda"] = out.get("cuda")
             memory.update(out.get("memory", {}))
             for b, why in out.get("skipped", {}).items():
-                skipped[b] = why
+                skipped[b], missing[b] = why, EXIT_NO_GPU if "CUDA" in why else EXIT_USER
             results += [r for r in out["results"] if not r.get("sim")]
             device["torch_attention"] = out.get("attention")
             device["torch_compile_seconds"] = out.get("compile_seconds")
@@ -137,55 +152,20 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                 if table[buckets[-1]]:
                     sims.append(("torch-fp16 padded", table, buckets[-1]))
 
-    # TensorRT engines, in this process
+    # TensorRT engines, each in a child process (a native crash there is a one-line error, never a result)
     for name, path in engines.items():
-        from trtbuild.backends.trt.timer import TrtTimer
+        from trtbuild.backends.trt.isolated import call
 
-        timer = TrtTimer(path, cuda_graph=bcfg.cuda_graph)
-        try:
-            memory[name] = {"engine_file_bytes": os.path.getsize(path), "activation_bytes": timer.activation_bytes,
-                            "gpu_bytes_after_load": timer.memory_bytes}
-            work = [(bs, s, "shape") for bs, s in shapes]
-            if name in sim_engines:
-                work += [(bs, b, "sim") for b in buckets for bs in sim.batch_sizes]
-            bar = progress_bar(len(work), name, unit="shape") if show_bar else None
-            table = {b: {} for b in buckets}
-            for bs, s, kind in work:
-                if kind == "sim" and name not in sim_engines:
-                    continue  # an earlier shape of the table fitted no profile
-                try:
-                    if kind == "sim" and timer.varlen:  # real text lengths: this engine does not pad them
-                        timer.prepare(sample_bucket_inputs(timer.inputs, bs, s, lengths, buckets, vocab))
-                    else:
-                        timer.prepare(sample_inputs(timer.inputs, bs, s, vocab))
-                except TrtbuildError as e:  # a shape the engine's profiles do not hold: say so, go on
-                    if kind != "sim":
-                        skipped["{} B{} S{}".format(name, bs, s)] = str(e)
-                        continue
-                    sim_engines.remove(name)
-                    skipped[name + " simulation"] = "batch {} x bucket {}: {}".format(bs, s, e)
-                    continue
-                if kind == "shape":
-                    steps = [("device", timer.device), ("e2e", timer.e2e)]
-                    if timer.graph is not None:  # the same run without the graph: what the graph is worth
-                        steps.append(("device-plain", timer.device_plain))
-                    for mode, step in steps:
-                        stats = timing_stats(time_calls(step, bcfg.warmup, bcfg.iterations, bcfg.repeats), bs)
-                        graphed = timer.graph is not None and mode != "device-plain"
-                        results.append(dict(backend=name, batch=bs, seq=s, mode=mode, cuda_graph=graphed, **stats))
-                else:  # the service-time table of the simulation: e2e, fewer iterations
-                    stats = timing_stats(time_calls(timer.e2e, 3, max(10, bcfg.iterations // 5), 1), bs)
-                    table[s][bs] = stats["ms"]
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            if name in sim_engines:
-                sims.append((name, table, None))
-            cuda_graphs[name] = timer.graph_status
-            progress("{}: measured {} shapes".format(name, len(shapes)))
-        finally:
-            timer.close()
+        out = call(_time_engine, name, path, shapes, sim.batch_sizes if name in sim_engines else None,
+                   bcfg.cuda_graph, bcfg.warmup, bcfg.iterations, bcfg.repeats, lengths, buckets, vocab,
+                   what="timing {}".format(path))
+        results += out["results"]
+        skipped.update(out["skipped"])
+        memory[name] = out["memory"]
+        cuda_graphs[name] = out["graph_status"]
+        if out["table"] is not None:
+            sims.append((name, out["table"], None))
+        progress("{}: measured {} shapes".format(name, len(shapes)))
 
     # ONNX Runtime on the CPU: the reference point
     ort = None
@@ -222,9 +202,59 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
                             "mean_length": round(sum(lengths) / len(lengths), 1),
                             "mean_length_truncated": round(sum(min(x, buckets[-1]) for x in lengths) / len(lengths), 1)}
     report = BenchReport(config_name=config.model.name, device=device, results=results, simulations=simulations,
-                         memory=memory, skipped=skipped, info=info, seconds=round(time.perf_counter() - start, 1))
+                         memory=memory, skipped=skipped, info=info, seconds=round(time.perf_counter() - start, 1),
+                         missing=missing)
     if not results:
-        raise TrtbuildError("nothing was measured: {}".format("; ".join(
-            "{}: {}".format(k, v) for k, v in skipped.items()) or "no backends selected"))
+        error = (NoGpuError if missing and all(c == EXIT_NO_GPU for c in missing.values()) else TrtbuildError)(
+            "nothing was measured: {}".format("; ".join("{}: {}".format(k, v) for k, v in skipped.items())
+                                              or "no backends selected"))
+        raise error
     report.write(report_dir or wd.reports)
     return report
+
+
+def _time_engine(name, path, shapes, sim_batches, cuda_graph, warmup, iterations, repeats, lengths, buckets, vocab):
+    """(In a child process.) One engine at every shape (device, e2e, device-plain) and, given `sim_batches`, its
+    service-time table per bucket x batch; {"results", "table", "memory", "graph_status", "skipped"}."""
+    from trtbuild.backends.trt.timer import TrtTimer
+
+    simulate = sim_batches is not None
+    results, skipped = [], {}
+    timer = TrtTimer(path, cuda_graph=cuda_graph)
+    try:
+        memory = {"engine_file_bytes": os.path.getsize(path), "activation_bytes": timer.activation_bytes,
+                  "gpu_bytes_after_load": timer.memory_bytes}
+        work = [(bs, s, "shape") for bs, s in shapes]
+        if simulate:
+            work += [(bs, b, "sim") for b in buckets for bs in sim_batches]
+        table = {b: {} for b in buckets} if simulate else None
+        for bs, s, kind in work:
+            if kind == "sim" and table is None:
+                continue  # an earlier shape of the table fitted no profile
+            try:
+                if kind == "sim" and timer.varlen:  # real text lengths: this engine does not pad them
+                    timer.prepare(sample_bucket_inputs(timer.inputs, bs, s, lengths, buckets, vocab))
+                else:
+                    timer.prepare(sample_inputs(timer.inputs, bs, s, vocab))
+            except TrtbuildError as e:  # a shape the engine's profiles do not hold: say so, go on
+                if kind != "sim":
+                    skipped["{} B{} S{}".format(name, bs, s)] = str(e)
+                    continue
+                table = None
+                skipped[name + " simulation"] = "batch {} x bucket {}: {}".format(bs, s, e)
+                continue
+            if kind == "shape":
+                steps = [("device", timer.device), ("e2e", timer.e2e)]
+                if timer.graph is not None:  # the same run without the graph: what the graph is worth
+                    steps.append(("device-plain", timer.device_plain))
+                for mode, step in steps:
+                    stats = timing_stats(time_calls(step, warmup, iterations, repeats), bs)
+                    graphed = timer.graph is not None and mode != "device-plain"
+                    results.append(dict(backend=name, batch=bs, seq=s, mode=mode, cuda_graph=graphed, **stats))
+            else:  # the service-time table of the simulation: e2e, fewer iterations
+                stats = timing_stats(time_calls(timer.e2e, 3, max(10, iterations // 5), 1), bs)
+                table[s][bs] = stats["ms"]
+        return {"results": results, "table": table, "memory": memory, "graph_status": timer.graph_status,
+                "skipped": skipped}
+    finally:
+        timer.close()

@@ -25,6 +25,12 @@ class BenchReport(Result):
     info: Dict = field(default_factory=dict)
     seconds: float = 0.0
     paths: Dict = field(default_factory=dict)
+    missing: Dict = field(default_factory=dict)  # backend asked for but not measured -> the exit code that gives
+
+    @property
+    def exit_code(self):
+        """0 when every backend asked for was measured; else 3 (no GPU / TensorRT) or 1 (anything else)."""
+        return max(self.missing.values(), default=0)
 
     def lookup(self, backend, batch, seq, mode="device"):
         for r in self.results:
@@ -66,7 +72,8 @@ class BenchReport(Result):
                 "int8_vs_torch_compile": headline.get("int8_vs_torch_compile"),
                 "fp16_vs_torch_compile": headline.get("fp16_vs_torch_compile"),
                 "ratios": ratios, "results": self.results, "simulations": self.simulations, "memory": self.memory,
-                "skipped": self.skipped, "info": self.info, "paths": self.paths,
+                "skipped": self.skipped, "missing": self.missing, "exit_code": self.exit_code, "info": self.info,
+                "paths": self.paths,
                 "notes": {"device": "inputs already on the GPU, launch to synchronised stream (TensorRT: one CUDA "
                                     "graph launch where info.cuda_graph.engines says True)",
                           "device-plain": "TensorRT only, with a CUDA graph: the same engine and shape enqueued "

@@ -29,6 +29,24 @@ def _say(msg):
     print("torch: " + msg, flush=True)
 
 
+def _check_weights(spec):
+    """The checkpoint must still be the one the export was made from: an error string, or None."""
+    import hashlib
+
+    for name, want in (spec.get("weights_sha256") or {}).items():
+        path = os.path.join(spec["checkpoint"], name)
+        if not os.path.isfile(path):
+            return "the checkpoint's {} is gone ({}); re-run trtbuild export".format(name, path)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want:
+            return "{} changed since the export (its hash differs from export.json); re-run trtbuild export " \
+                   "--force so torch and the engines run one model".format(path)
+    return None
+
+
 def run(spec):
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -122,7 +140,9 @@ def run(spec):
 def main(spec, out):
     """Measure the torch backends of SPEC (JSON) and write OUT (JSON)."""
     with open(spec, encoding="utf-8") as f:
-        result = run(json.load(f))
+        plan = json.load(f)
+    error = _check_weights(plan)
+    result = {"error": error} if error else run(plan)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)
 

@@ -24,10 +24,13 @@ from typing import Dict, List, Optional
 
 from trtbuild import __version__
 from trtbuild._util import Result, noop, progress_bar
-from trtbuild.calibrate.qdq import SCALES_FORMAT, plan_for, trt_calibration_cache, weight_amax, write_qdq
+from trtbuild.calibrate.qdq import plan_for, scales_document, weight_amax, write_calibration
 from trtbuild.config import METHODS
+from trtbuild.data import check_token_ids
 from trtbuild.errors import EXIT_GATE, EXIT_OK, TrtbuildError
-from trtbuild.workdir import WorkDir, atomic_write_text, check_export
+from trtbuild.workdir import SCALES_FORMAT, WorkDir, check_export, locked
+
+FEW_TEXTS = 100  # fewer calibration texts than this get a warning
 
 
 class CoverageGateError(TrtbuildError):
@@ -105,8 +108,8 @@ class CalibrateResult(Result):
 
     @property
     def exit_code(self):
-        """4 when the fallback search ran and the gate still fails."""
-        return EXIT_GATE if self.fallback is not None and not self.fallback["passed"] else EXIT_OK
+        """4 when the verify gate on the Q/DQ model failed (after the fallback search, if it ran)."""
+        return EXIT_GATE if self.verify is not None and not self.verify["passed"] else EXIT_OK
 
     def summary(self):
         lines = ["calibrated {} texts by {} in {:.1f} s (statistics {:.1f} s); {} truncated".format(
@@ -141,12 +144,6 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
               on_bad_utf8=None, trt_cache=None, progress=noop, show_bar=True):
     """Calibrate `config.workdir`'s export over the corpus; returns a CalibrateResult (raises on failure) once
     model.qdq.onnx and scales.json are written. The accuracy gate after it: `fallback.calibrate_and_check`."""
-    import onnx
-
-    from trtbuild.calibrate.coverage import coverage_report, write_coverage
-    from trtbuild.calibrate.histogram import compute_amax
-    from trtbuild.data import load_corpus, load_lexicon, tokenize_into_buckets
-
     ccfg = config.calibrate
     method = method or ccfg.method
     if method not in METHODS:
@@ -157,25 +154,40 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
     on_bad_utf8 = on_bad_utf8 or ccfg.on_bad_utf8
     trt_cache = ccfg.trt_cache if trt_cache is None else trt_cache
     paths = list(corpus_paths or config.data.calibration)
-
-    start = time.perf_counter()
     wd = WorkDir(config.workdir)
+    with locked(wd.root, create=False):
+        return _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress,
+                          show_bar)
+
+
+def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress, show_bar):
+    import onnx
+
+    from trtbuild.calibrate.coverage import coverage_report, write_coverage
+    from trtbuild.calibrate.histogram import compute_amax
+    from trtbuild.data import load_corpus, load_lexicon, tokenize_into_buckets
+
+    ccfg = config.calibrate
+    start = time.perf_counter()
     record = check_export(wd.root)
     input_names = record["inputs"]
     buckets = config.data.usable_buckets(record["max_length"])
 
     progress("[1/5] loading the corpus ({} file(s))".format(len(paths)))
     corpus = load_corpus(paths, config.data.text_column, config.data.label_column, None, on_bad_utf8)
-    for path, lines in corpus.skipped_lines.items():
-        progress("  warning: {}: skipped {} non-UTF-8 line(s): {}".format(
-            path, len(lines), ", ".join(map(str, lines[:10])) + (" …" if len(lines) > 10 else "")))
+    for line in corpus.warnings():
+        progress("  warning: " + line)
     texts = corpus.texts
     if max_texts is not None and len(texts) > max_texts:
         keep = sorted(random.Random(ccfg.sample_seed).sample(range(len(texts)), max_texts))
         texts = [texts[i] for i in keep]
         progress("  sampled {} of {} texts (seed {})".format(max_texts, len(corpus.texts), ccfg.sample_seed))
+    if len(texts) < FEW_TEXTS:
+        progress("  warning: calibrating from {} text(s) only; scales from so few rarely hold on real traffic: "
+                 "give a few hundred".format(len(texts)))
     tokenizer = wd.load_tokenizer()
     tok = tokenize_into_buckets(tokenizer, texts, buckets)
+    check_token_ids(tok, record, wd.root)
     progress("  {} texts; per bucket {}; {} longer than {} tokens (truncated)".format(
         len(texts), ", ".join("{}: {}".format(b, len(r)) for b, r in sorted(tok.buckets.items())),
         tok.truncated, buckets[-1]))
@@ -189,15 +201,15 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
         lexicon = load_lexicon(config.data.lexicon)
         coverage = coverage_report(texts, lexicon, tokenizer, buckets=tuple(buckets),
                                    eval_texts=eval_corpus.texts if eval_corpus else None,
-                                   min_slang_coverage=ccfg.min_slang_coverage)
-        cov_json, cov_html = write_coverage(coverage, wd.root)
+                                   min_slang_coverage=ccfg.min_slang_coverage, suspect=corpus.suspect)
         for line in coverage.summary_lines():
             progress("  " + line)
-        if not coverage.passed:
+        if not coverage.passed:  # the report of a rejected corpus goes to reports/, beside no model
+            os.makedirs(wd.reports, exist_ok=True)
+            _, html = write_coverage(coverage, wd.reports, stem="coverage-rejected")
             raise CoverageGateError(coverage.failure_message() + "; widen the calibration corpus (details in {})"
-                                    .format(cov_html))
+                                    .format(html))
     else:
-        cov_json = cov_html = None
         progress("  skipped: no data.lexicon in the config")
 
     progress("[3/5] activation statistics with ONNX Runtime (CPU)")
@@ -233,11 +245,12 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
         "onnx_sha256": record["sha256"]["onnx"],
     }
     stats = {name: (float(h.max_abs), int(h.count)) for name, h in hists.items()}
-    qdq_path = write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales, stats)
-    cache_path = None
-    if trt_cache:
-        cache_path = wd.calibration_cache
-        atomic_write_text(cache_path, trt_calibration_cache(act_amax))
+    scales = scales_document(scales, plan, exclude, ccfg, act_amax, w_amax, stats)
+    inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"]["tokenizer"],
+              "corpus": scales["corpus"]["sha256"], "texts": len(texts)}
+    qdq_path = write_calibration(wd, model, plan, scales, inputs, coverage=coverage, trt_cache=trt_cache)
+    cache_path = wd.calibration_cache if trt_cache else None
+    cov_json, cov_html = (wd.coverage_json, wd.coverage_html) if coverage is not None else (None, None)
 
     return CalibrateResult(
         workdir=wd.root, qdq_onnx=qdq_path, scales=wd.scales, coverage_json=cov_json,

@@ -27,7 +27,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from trtbuild.config import DEFAULT_BUCKETS
 from trtbuild.data import LEXICON_KINDS, TermMatcher, load_lexicon, normalize_term
@@ -214,6 +214,15 @@ class CoverageReport:
     lexicon: "OrderedDict[str, KindCoverage]"  # every kind in the lexicon, gated or not
     calibration: CorpusStats
     eval: Optional[CorpusStats] = None
+    suspect: Dict[str, int] = field(default_factory=dict)  # calibration texts: "binary" skipped, "long" cut
+
+    def _suspect_phrase(self):
+        parts = []
+        if self.suspect.get("binary"):
+            parts.append("{} binary-looking text(s) skipped".format(self.suspect["binary"]))
+        if self.suspect.get("long"):
+            parts.append("{} very long text(s) cut".format(self.suspect["long"]))
+        return "; ".join(parts)
 
     @property
     def slang_coverage(self):
@@ -293,6 +302,8 @@ class CoverageReport:
             "{} {}/{}".format(k, v.calibration_covered, v.terms) for k, v in self.lexicon.items()))
         if self.missing_terms:
             lines.append("missing: " + self._missing_phrase(limit=10))
+        if self.suspect:
+            lines.append("suspect input: " + self._suspect_phrase())
         return lines
 
     # -- machine- and human-readable forms --
@@ -312,6 +323,7 @@ class CoverageReport:
             ("lexicon", OrderedDict((k, v.to_dict()) for k, v in self.lexicon.items())),
             ("top_terms", [t.to_dict() for t in self.top_terms()]),
             ("missing_terms", [t.to_dict() for t in self.missing_terms]),
+            ("suspect_texts", dict(self.suspect)),
         ])
 
     def to_html(self):
@@ -327,6 +339,9 @@ class CoverageReport:
         else:
             cls, verdict = "fail", "gate FAILED"
         parts.append('<p class="gate {}">{}: {}</p>'.format(cls, e(verdict), e(self._coverage_phrase())))
+        if self.suspect:
+            parts.append('<p class="gate fail">suspect input in the calibration corpus: {}</p>'.format(
+                e(self._suspect_phrase())))
 
         # summary table
         parts.append("<h2>Summary</h2><table><tr><th></th>" + "".join("<th>{}</th>".format(e(c.name)) for c in corpora)
@@ -525,7 +540,7 @@ def _corpus_stats(name, texts, tokenizer, buckets, term_texts):
 
 
 def coverage_report(calibration_texts, lexicon, tokenizer, buckets=DEFAULT_BUCKETS, eval_texts=None,
-                    min_slang_coverage=None, kinds=("slang",)):
+                    min_slang_coverage=None, kinds=("slang",), suspect=None):
     # type: (Iterable[str], Iterable[LexiconEntry], object, Sequence[int], Optional[Iterable[str]], Optional[float], Sequence[str]) -> CoverageReport
     """Measure how well `calibration_texts` cover the lexicon terms of `kinds` and what the tokenizer makes of
     them (and of `eval_texts`, the production-like set, when given).
@@ -567,15 +582,16 @@ def coverage_report(calibration_texts, lexicon, tokenizer, buckets=DEFAULT_BUCKE
         kinds=kinds, buckets=buckets, min_slang_coverage=min_slang_coverage,
         basis="lexicon" if eval_texts is None else "eval", relevant_terms=len(relevant),
         covered_terms=len(relevant) - len(missing), terms=[t for _, t in selected],
-        missing_terms=[t for _, t in missing], lexicon=lexicon_cov, calibration=calibration, eval=evaluation)
+        missing_terms=[t for _, t in missing], lexicon=lexicon_cov, calibration=calibration, eval=evaluation,
+        suspect={k: v for k, v in (suspect or {}).items() if v})
 
 
-def write_coverage(report, directory):
-    # type: (CoverageReport, str) -> Tuple[str, str]
-    """Write `coverage.json` and `coverage.html` into `directory` (created if needed), each atomically."""
+def write_coverage(report, directory, stem=None):
+    # type: (CoverageReport, str, Optional[str]) -> Tuple[str, str]
+    """Write `coverage.json` and `coverage.html` (or `<stem>.json/.html`) into `directory`, each atomically."""
     directory = os.fspath(directory)
-    json_path = os.path.join(directory, COVERAGE_JSON)
-    html_path = os.path.join(directory, COVERAGE_HTML)
+    json_path = os.path.join(directory, stem + ".json" if stem else COVERAGE_JSON)
+    html_path = os.path.join(directory, stem + ".html" if stem else COVERAGE_HTML)
     atomic_write_json(json_path, report.to_dict())
     atomic_write_text(html_path, report.to_html())
     return json_path, html_path

@@ -16,62 +16,71 @@ import numpy as np
 from trtbuild._util import noop, progress_bar
 from trtbuild.backends.ort import OrtRunner
 from trtbuild.calibrate import calibrate
-from trtbuild.calibrate.qdq import build_qdq_model, exact, plan_for, weight_amax, write_qdq
+from trtbuild.calibrate.qdq import build_qdq_model, exact, plan_for, read_scales, scales_document, weight_amax, \
+    write_calibration
 from trtbuild.errors import TrtbuildError
 from trtbuild.verify import run_candidate, verify_candidate
 from trtbuild.verify.evalset import prepare_eval
 from trtbuild.verify.metrics import drift_metrics
 from trtbuild.verify.report import evaluate
-from trtbuild.workdir import WorkDir, read_json
+from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, WorkDir, check_calibration, check_export, \
+    locked
 
 
 def calibrate_and_check(config, evaluate_qdq=True, auto_fallback=None, progress=noop, show_bar=True, **options):
     """`calibrate(config, **options)`, then the verify gate on the Q/DQ model (and the fallback search when it
-    fails and `auto_fallback`); returns the CalibrateResult with its accuracy, verify and fallback records."""
-    import onnx
-
+    fails and `auto_fallback`); returns the CalibrateResult with its accuracy, verify and fallback records (its
+    exit code is 4 when the gate fails). With data.eval set, a check that cannot run is an error, not a skip."""
     ccfg = config.calibrate
     auto_fallback = ccfg.auto_fallback if auto_fallback is None else auto_fallback
     if auto_fallback and not config.data.eval:
         raise TrtbuildError("--auto-fallback needs a labelled eval set: set data.eval in the config or pass --eval FILE")
-    start = time.perf_counter()
-    result = calibrate(config, progress=progress, show_bar=show_bar, **options)
-    if not (evaluate_qdq or auto_fallback) or not config.data.eval:
-        return result
-    try:
+    with locked(config.workdir, create=False):
+        start = time.perf_counter()
+        result = calibrate(config, progress=progress, show_bar=show_bar, **options)
+        if not (evaluate_qdq or auto_fallback) or not config.data.eval:
+            return result
         evalset = prepare_eval(config, progress=progress, show_bar=show_bar)
-    except TrtbuildError as e:
-        if auto_fallback:
-            raise
-        progress("  accuracy check skipped: {}".format(e))
+        progress("verifying the Q/DQ model against FP32 in ONNX Runtime on {} eval texts".format(len(evalset)))
+        report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
+        progress("  " + report.summary())
+        if auto_fallback and not report:
+            result.fallback, report = _fall_back(config, evalset, report, result, progress, show_bar)
+        result.accuracy = _accuracy_table(report)
+        result.verify = report.to_dict()
+        result.seconds = round(time.perf_counter() - start, 2)
         return result
-    progress("verifying the Q/DQ model against FP32 in ONNX Runtime on {} eval texts".format(len(evalset)))
-    report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
-    progress("  " + report.summary())
-    if auto_fallback and not report:
-        wd = WorkDir(config.workdir)
-        model = onnx.load(wd.onnx)
-        scales = read_json(wd.scales)
-        exclude = tuple(scales["placement"]["exclude"])
-        act_amax = {name: float(a["amax"]) for name, a in scales["activations"].items()}
-        stats = {name: (float(a["max_abs"]), int(a["count"])) for name, a in scales["activations"].items()}
-        w_amax = weight_amax(model, plan_for(model, exclude, ccfg))
-        fallback = fallback_search(config, model, exclude, act_amax, w_amax, evalset, report, progress=progress,
-                                   show_bar=show_bar)
-        if fallback["unquantized"]:
-            exclude = exclude + tuple(exact(n) for n in fallback["unquantized"])
-            plan = plan_for(model, exclude, ccfg)
-            scales["fallback"] = fallback
-            write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales, stats)
-            result.activations, result.weights = len(plan.activations), len(plan.weights)
-            result.quantized_nodes, result.excluded_nodes = len(plan.quantized_nodes), plan.excluded_nodes
-            report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
-            progress("  after the fallback: " + report.summary())
-        result.fallback = fallback
-    result.accuracy = _accuracy_table(report)
-    result.verify = report.to_dict()
-    result.seconds = round(time.perf_counter() - start, 2)
-    return result
+
+
+def _fall_back(config, evalset, report, result, progress, show_bar):
+    """Run the fallback search on the committed calibration and commit the placement it found."""
+    import onnx
+
+    wd = WorkDir(config.workdir)
+    ccfg = config.calibrate
+    record = check_export(wd.root)
+    cal = check_calibration(wd.root, record)
+    scales = read_scales(wd, record)
+    model = onnx.load(wd.onnx)
+    exclude = tuple(scales["placement"]["exclude"])
+    act_amax = {name: float(a["amax"]) for name, a in scales["activations"].items()}
+    stats = {name: (float(a["max_abs"]), int(a["count"])) for name, a in scales["activations"].items()}
+    w_amax = weight_amax(model, plan_for(model, exclude, ccfg))
+    fallback = fallback_search(config, model, exclude, act_amax, w_amax, evalset, report, progress=progress,
+                               show_bar=show_bar)
+    if fallback["unquantized"]:
+        exclude = exclude + tuple(exact(n) for n in fallback["unquantized"])
+        plan = plan_for(model, exclude, ccfg)
+        base = {k: v for k, v in scales.items() if k not in ("placement", "activations", "weights", "quantized_nodes",
+                                                             "excluded_nodes")}
+        base["fallback"] = fallback
+        document = scales_document(base, plan, exclude, ccfg, act_amax, w_amax, stats)
+        write_calibration(wd, model, plan, document, cal["inputs"], keep=(COVERAGE_JSON, COVERAGE_HTML, CACHE_NAME))
+        result.activations, result.weights = len(plan.activations), len(plan.weights)
+        result.quantized_nodes, result.excluded_nodes = len(plan.quantized_nodes), plan.excluded_nodes
+        report = verify_candidate(config, "qdq", evalset=evalset, progress=progress, show_bar=show_bar)
+        progress("  after the fallback: " + report.summary())
+    return fallback, report
 
 
 def _accuracy_table(report):
@@ -100,7 +109,7 @@ def fallback_search(config, model, exclude, act_amax, w_amax, evalset, first_rep
         plan = plan_for(model, tuple(exclude) + tuple(exact(n) for n in extra), ccfg)
         data = build_qdq_model(model, plan, act_amax, w_amax).SerializeToString()
         with OrtRunner(data) as runner:
-            return run_candidate(on, "Q/DQ variant", vcfg.batch_size, runner=runner)
+            return run_candidate(on, "Q/DQ variant", vcfg.batch_size, runner=runner)["logits"]
 
     nodes = list(plan_for(model, exclude, ccfg).quantized_nodes)
     rng = np.random.default_rng(ccfg.sample_seed)

@@ -27,11 +27,13 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from trtbuild import __version__
 from trtbuild._util import Result, noop
 from trtbuild.errors import TrtbuildError
-from trtbuild.workdir import WorkDir, atomic_path, atomic_write_json, check_export, read_json
+from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, QDQ_NAME, SCALES_NAME, \
+    StagedOutputs, WorkDir, atomic_write_json, atomic_write_text, check_amax, check_export, locked, read_scales, \
+    sha256_file
 
-SCALES_FORMAT = "trtbuild-scales/1"
 
 
 @dataclass
@@ -197,26 +199,49 @@ def exact(name):
     return glob.escape(name)
 
 
-def write_qdq(wd, model, plan, exclude, ccfg, act_amax, w_amax, scales, stats):
-    """Write model.qdq.onnx and scales.json (placement and per-tensor records from `plan`); returns the ONNX path."""
-    import onnx
+CALIBRATE_FORMAT = "trtbuild-calibrate/1"
 
-    qdq = build_qdq_model(model, plan, act_amax, w_amax)
-    onnx.checker.check_model(qdq)
-    scales = dict(scales)
+
+def scales_document(base, plan, exclude, ccfg, act_amax, w_amax, stats):
+    """scales.json: `base` (method, histogram, corpus, onnx hash) + the placement and a record per tensor."""
+    scales = dict(base)
     scales["placement"] = {"quantize_residual": ccfg.quantize_residual,
                            "quantize_attention": ccfg.quantize_attention, "exclude": list(exclude)}
-    scales["activations"] = {name: {"amax": act_amax[name], "scale": act_amax[name] / 127.0,
-                                    "max_abs": stats[name][0], "count": stats[name][1],
-                                    "consumers": [n for n, _ in plan.activations[name]]}
+    scales["activations"] = {name: {"amax": check_amax(name, act_amax[name], "calibration"),
+                                    "scale": act_amax[name] / 127.0, "max_abs": stats[name][0],
+                                    "count": stats[name][1], "consumers": [n for n, _ in plan.activations[name]]}
                              for name in sorted(plan.activations)}
     scales["weights"] = {name: {"axis": axis, "channels": int(w_amax[name].size), "amax_max": float(w_amax[name].max()),
                                 "amax_min": float(w_amax[name].min())} for name, (axis, _) in sorted(plan.weights.items())}
     scales["quantized_nodes"] = plan.quantized_nodes
     scales["excluded_nodes"] = plan.excluded_nodes
-    with atomic_path(wd.qdq_onnx) as tmp:
-        onnx.save(qdq, tmp)
-    atomic_write_json(wd.scales, scales)
+    return scales
+
+
+def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=False, keep=()):
+    """Stage model.qdq.onnx, scales.json (+ coverage.json/.html, the TensorRT cache) and commit them as one unit
+    with calibrate.json (its `inputs`: the hashes they were made from) written last. Outputs of an earlier
+    calibrate that this one does not make are removed, unless named in `keep`."""
+    import onnx
+
+    act_amax = {name: a["amax"] for name, a in scales["activations"].items()}
+    qdq = build_qdq_model(model, plan, act_amax, weight_amax(model, plan))
+    onnx.checker.check_model(qdq)
+    with StagedOutputs(wd.root, "calibrate") as staged:
+        onnx.save(qdq, staged.path(QDQ_NAME))
+        atomic_write_json(staged.path(SCALES_NAME), scales)
+        if coverage is not None:
+            from trtbuild.calibrate.coverage import write_coverage
+
+            write_coverage(coverage, staged.dir)
+        if trt_cache:
+            atomic_write_text(staged.path(CACHE_NAME), trt_calibration_cache(act_amax))
+        record = {"format": CALIBRATE_FORMAT, "trtbuild": __version__, "inputs": inputs,
+                  "placement": scales["placement"], "quantized_nodes": len(plan.quantized_nodes)}
+        clear = [n for n in (CACHE_NAME, COVERAGE_JSON, COVERAGE_HTML) if n not in keep]
+        if keep:
+            record["outputs"] = {n: sha256_file(wd.path(n)) for n in keep if os.path.isfile(wd.path(n))}
+        staged.commit(wd.calibrate_json, record, clear=clear)
     return wd.qdq_onnx
 
 
@@ -240,28 +265,20 @@ def qdq_from_scales(workdir, progress=noop):
     import onnx
 
     wd = WorkDir(workdir)
-    record = check_export(wd.root)
-    path = wd.scales
-    if not os.path.isfile(path):
-        raise TrtbuildError("{} has no {}; run `trtbuild calibrate {}` first".format(wd.root, os.path.basename(path),
-                                                                                     wd.root))
-    scales = read_json(path)
-    if scales.get("format") != SCALES_FORMAT:
-        raise TrtbuildError("{}: unknown format {!r} (expected {})".format(path, scales.get("format"), SCALES_FORMAT))
-    if scales.get("onnx_sha256") != record["sha256"]["onnx"]:
-        raise TrtbuildError("{} was computed for another model.onnx; re-run `trtbuild calibrate`".format(path))
-    model = onnx.load(wd.onnx)
-    placement = scales.get("placement", {})
-    plan = plan_qdq(model, exclude=tuple(placement.get("exclude", ())),
-                    quantize_residual=placement.get("quantize_residual", False),
-                    quantize_attention=placement.get("quantize_attention", False))
-    if sorted(plan.activations) != sorted(scales["activations"]):
-        raise TrtbuildError("{} does not match the Q/DQ placement of {}; re-run `trtbuild calibrate`".format(
-            path, wd.onnx))
-    act_amax = {k: float(v["amax"]) for k, v in scales["activations"].items()}
-    qdq = build_qdq_model(model, plan, act_amax, weight_amax(model, plan))
-    out = wd.qdq_onnx
-    with atomic_path(out) as tmp:
-        onnx.save(qdq, tmp)
-    progress("rebuilt {} from {} ({} activations, {} weights)".format(out, path, len(act_amax), len(plan.weights)))
-    return QdqRebuilt(out, path, len(act_amax), len(plan.weights))
+    with locked(wd.root, create=False):
+        record = check_export(wd.root)
+        scales = read_scales(wd, record)
+        model = onnx.load(wd.onnx)
+        placement = scales["placement"]
+        plan = plan_qdq(model, exclude=tuple(placement.get("exclude", ())),
+                        quantize_residual=placement.get("quantize_residual", False),
+                        quantize_attention=placement.get("quantize_attention", False))
+        if sorted(plan.activations) != sorted(scales["activations"]):
+            raise TrtbuildError("{} does not match the Q/DQ placement of {}; run `trtbuild calibrate {}`".format(
+                wd.scales, wd.onnx, wd.root))
+        inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"].get("tokenizer"),
+                  "scales": sha256_file(wd.scales), "from_scales": True}
+        write_calibration(wd, model, plan, scales, inputs, keep=(COVERAGE_JSON, COVERAGE_HTML, CACHE_NAME))
+    progress("rebuilt {} from {} ({} activations, {} weights)".format(wd.qdq_onnx, wd.scales, len(scales["activations"]),
+                                                                      len(plan.weights)))
+    return QdqRebuilt(wd.qdq_onnx, wd.scales, len(scales["activations"]), len(plan.weights))

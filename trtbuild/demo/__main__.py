@@ -20,14 +20,15 @@ from trtbuild._util import Command
 from trtbuild._util import say as _say
 from trtbuild.config import load_config
 from trtbuild.errors import TrtbuildError
-from trtbuild.workdir import WorkDir, read_json, sha256_file
+from trtbuild.workdir import WorkDir, check_calibration, check_export, read_json, sha256_file
 
 
 def _export_is_current(config):
-    wd = WorkDir(config.workdir)
-    if not (os.path.isfile(wd.export_json) and os.path.isfile(wd.onnx)):
+    """The export record when the work directory holds an intact export of the checkpoint as it is now."""
+    try:
+        record = check_export(config.workdir)
+    except TrtbuildError:
         return None
-    record = read_json(wd.export_json)
     for key, digest in record.get("sha256", {}).items():
         if key.startswith("weights/"):
             path = os.path.join(config.model.checkpoint, key[len("weights/"):])
@@ -71,8 +72,10 @@ def run_demo(config):
     # calibrate (CPU, ONNX Runtime): reused while scales.json belongs to this export
     wd = WorkDir(config.workdir)
     scales_path = wd.scales
-    current = (os.path.isfile(scales_path) and os.path.isfile(wd.qdq_onnx)
-               and read_json(scales_path).get("onnx_sha256") == record["sha256"]["onnx"])
+    try:
+        current = check_calibration(wd.root) is not None
+    except TrtbuildError:
+        current = False
     if current:  # the same export, but a placement the config no longer asks for: calibrate again
         placement = read_json(scales_path).get("placement", {})
         ccfg = config.calibrate

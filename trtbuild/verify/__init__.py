@@ -16,14 +16,12 @@ Runtime FP32 baseline, overall and per slice, as a CI gate.
 import os
 import time
 
-import numpy as np
-
-from trtbuild._util import Result, noop, progress_bar
+from trtbuild._util import Result, noop
 from trtbuild.backends import ENGINE_EXTENSIONS, runner_for
 from trtbuild.errors import EXIT_OK, TrtbuildError
 from trtbuild.verify.evalset import prepare_eval, run_batches
 from trtbuild.verify.report import evaluate
-from trtbuild.workdir import WorkDir
+from trtbuild.workdir import WorkDir, check_calibration, check_report_dir, locked
 
 CANDIDATE_NAMES = ("qdq", "fp16", "int8", "fp32")
 
@@ -60,15 +58,21 @@ class VerifyResult(Result):
 
 def run_candidate(evalset, candidate, batch_size=32, show_bar=False, runner=None):
     """Logits of a candidate (a path, or an open runner) over the eval set; refuses mismatched inputs."""
+    return _logits(candidate, evalset.batches, evalset.input_names, len(evalset), len(evalset.label_names),
+                   batch_size, show_bar, runner)
+
+
+def _logits(candidate, batches, input_names, n, n_labels, batch_size, show_bar=False, runner=None):
     own = runner is None
     runner = runner or runner_for(candidate)
     try:
-        got, want = sorted(runner.input_names), sorted(evalset.input_names)
+        got, want = sorted(runner.input_names), sorted(input_names)
         if got != want:
             raise TrtbuildError("candidate {} takes inputs {}, the baseline model takes {}; verify a build of the "
                                 "same export".format(candidate, ", ".join(got), ", ".join(want)))
-        return run_batches(runner, evalset.batches, len(evalset), len(evalset.label_names), batch_size, show_bar,
-                    os.path.basename(str(candidate)))
+        return {"logits": run_batches(runner, batches, n, n_labels, batch_size, show_bar,
+                                      os.path.basename(str(candidate))), "device": getattr(runner, "device", None),
+                "runner": type(runner).__name__}
     finally:
         if own:
             runner.close()
@@ -84,6 +88,8 @@ def resolve_candidate(workdir, candidate):
         path = wd.qdq_onnx if candidate == "qdq" else wd.onnx
         if not os.path.isfile(path):
             raise TrtbuildError("{} not found; run `trtbuild calibrate {}` first".format(path, wd.root))
+        if candidate == "qdq":
+            check_calibration(wd.root)
         return path, candidate
     if candidate in ("fp16", "int8"):
         path = find_engine(wd.root, candidate)
@@ -96,6 +102,7 @@ def resolve_candidate(workdir, candidate):
     if os.path.splitext(path)[1].lower() in ENGINE_EXTENSIONS:
         stem = "{}-{}".format(stem, os.path.basename(os.path.dirname(os.path.abspath(path))))
     if os.path.abspath(path) == os.path.abspath(wd.qdq_onnx):
+        check_calibration(wd.root)
         stem = "qdq"
     return path, stem
 
@@ -107,17 +114,17 @@ def verify_candidate(config, candidate, evalset=None, eval_paths=None, report_di
     path, name = resolve_candidate(config.workdir, candidate)
     target = target or name
     start = time.perf_counter()
-    runner = runner_for(path)
-    device = None
-    try:
-        kind = type(runner).__name__
-        device = getattr(runner, "device", None)
-        progress("candidate {} ({}): {} texts".format(path, kind, len(evalset)))
-        logits = run_candidate(evalset, path, config.verify.batch_size, show_bar, runner=runner)
-    finally:
-        runner.close()
-    report = evaluate(evalset, logits, config.verify, target, path, kind, WorkDir(config.workdir).onnx,
-                      seconds=time.perf_counter() - start, device=device)
+    progress("candidate {}: {} texts".format(path, len(evalset)))
+    args = (path, evalset.batches, evalset.input_names, len(evalset), len(evalset.label_names), config.verify.batch_size)
+    if os.path.splitext(path)[1].lower() in ENGINE_EXTENSIONS:
+        # TensorRT runs in a child process: a native crash there is a one-line error here, never a report
+        from trtbuild.backends.trt.isolated import call
+
+        out = call(_logits, *args, what="running {} on the eval set".format(path))
+    else:
+        out = _logits(*args, show_bar=show_bar)
+    report = evaluate(evalset, out["logits"], config.verify, target, path, out["runner"], WorkDir(config.workdir).onnx,
+                      seconds=time.perf_counter() - start, device=out["device"])
     if write:
         report.write(report_dir or WorkDir(config.workdir).reports)
     return report
@@ -133,9 +140,12 @@ def default_candidates(workdir):
 
 def verify(config, candidates=None, eval_paths=None, report_dir=None, progress=noop, show_bar=False):
     """Verify each candidate against the FP32 baseline; returns a VerifyResult (every report written)."""
-    candidates = list(candidates or default_candidates(config.workdir))
-    for c in candidates:  # resolve every name first: a typo fails before the baseline runs
-        resolve_candidate(config.workdir, c)
-    evalset = prepare_eval(config, eval_paths, progress=progress, show_bar=show_bar)
-    return VerifyResult([verify_candidate(config, c, evalset=evalset, report_dir=report_dir, progress=progress,
-                                          show_bar=show_bar) for c in candidates])
+    with locked(config.workdir, create=False):
+        candidates = list(candidates or default_candidates(config.workdir))
+        for c in candidates:  # resolve every name first: a typo fails before the baseline runs
+            resolve_candidate(config.workdir, c)
+        if report_dir is not None:
+            check_report_dir(report_dir)
+        evalset = prepare_eval(config, eval_paths, progress=progress, show_bar=show_bar)
+        return VerifyResult([verify_candidate(config, c, evalset=evalset, report_dir=report_dir, progress=progress,
+                                              show_bar=show_bar) for c in candidates])

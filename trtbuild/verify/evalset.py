@@ -5,6 +5,7 @@ The key hashes the ONNX, the eval files, the lexicon and the settings and needs 
 side (Python 3.9, numpy + TensorRT) finds the cache and runs no tokenizer, torch or baseline.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,9 +14,10 @@ from typing import List
 
 import numpy as np
 
-from trtbuild._util import noop, progress_bar
+from trtbuild._util import first_line, noop, progress_bar
 from trtbuild.data import (
-    TermMatcher, batches_from_arrays, batches_to_arrays, load_corpus, load_lexicon, tokenize_into_buckets
+    TermMatcher, batches_from_arrays, batches_to_arrays, check_token_ids, load_corpus, load_lexicon,
+    tokenize_into_buckets
 )
 from trtbuild.errors import TrtbuildError
 from trtbuild.workdir import WorkDir, atomic_path, check_export, sha256_file
@@ -159,8 +161,12 @@ def prepare_eval(config, eval_paths=None, progress=noop, show_bar=False):
     key = eval_key(record, eval_paths, buckets, config.data.text_column, config.data.label_column, lexicon)
     path = os.path.join(wd.cache, "verify-{}.npz".format(key))
     if os.path.isfile(path):
-        progress("eval set and FP32 baseline from the cache ({})".format(path))
-        return load_eval(path)
+        try:
+            evalset = load_eval(path)
+            progress("eval set and FP32 baseline from the cache ({})".format(path))
+            return evalset
+        except TrtbuildError as e:  # a cache: made again where it can be (the CPU side), else the error stands
+            progress("  {}: making it again".format(e))
     return _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, progress, show_bar)
 
 
@@ -180,6 +186,7 @@ def _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, prog
                             "transformers is installed (the CPU side) to tokenize and cache it".format(
                                 wd.cache)) from None
     tok = tokenize_into_buckets(tokenizer, corpus.texts, buckets)
+    check_token_ids(tok, record, wd.root)
     bucket_of = np.zeros(len(corpus), dtype=np.int64)
     for b, rows in tok.buckets.items():
         bucket_of[rows] = b
@@ -199,6 +206,8 @@ def _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, prog
         arrays["slang"] = slang
     arrays.update(batches_to_arrays(batches, dtype=np.int32))
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.remove(path)  # an unreadable earlier copy
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -208,20 +217,20 @@ def _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, prog
 def load_eval(path):
     """An EvalSet from its cache file (numpy only)."""
     try:
-        data = np.load(path, allow_pickle=False)
-        meta = json.loads(str(data["meta"]))
-    except Exception as e:  # a truncated or foreign file
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+                raise ValueError("format {!r}, expected {}".format(
+                    meta.get("format") if isinstance(meta, dict) else meta, CACHE_FORMAT))
+            inputs = [str(x) for x in data["inputs"]]
+            return EvalSet(texts=[str(t) for t in data["texts"]], labels=data["labels"],
+                           label_names=[str(x) for x in data["label_names"]], sources=[str(s) for s in data["sources"]],
+                           slang=data["slang"] if "slang" in data else None, lengths=data["lengths"],
+                           buckets=data["buckets"], batches=batches_from_arrays(data, inputs), input_names=inputs,
+                           baseline=data["baseline"], key=meta["key"], path=path)
+    except Exception as e:  # a truncated, edited or foreign file
         raise TrtbuildError("eval cache {} is unreadable ({}); delete it and run verify again".format(
-            path, str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
-    if meta.get("format") != CACHE_FORMAT:
-        raise TrtbuildError("eval cache {} has format {!r}, expected {}; delete it and run verify again".format(
-            path, meta.get("format"), CACHE_FORMAT))
-    inputs = [str(x) for x in data["inputs"]]
-    batches = batches_from_arrays(data, inputs)
-    return EvalSet(texts=[str(t) for t in data["texts"]], labels=data["labels"],
-                   label_names=[str(x) for x in data["label_names"]], sources=[str(s) for s in data["sources"]],
-                   slang=data["slang"] if "slang" in data else None, lengths=data["lengths"], buckets=data["buckets"],
-                   batches=batches, input_names=inputs, baseline=data["baseline"], key=meta["key"], path=path)
+            path, first_line(e)[:120])) from None
 
 
 def run_batches(runner, batches, n, n_labels, batch_size, show_bar, desc):

@@ -22,17 +22,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 from trtbuild import __version__
 from trtbuild._util import Result, noop
 from trtbuild.backends.trt import import_tensorrt, trt_logger
 from trtbuild.backends.trt.cuda import gpu_info
-from trtbuild.backends.trt.inspect import layer_precisions
 from trtbuild.backends.trt.manifest import PRECISIONS, TIMING_CACHE, arch_dir, write_entry
 from trtbuild.backends.trt.profiles import config_profiles, profiles_from_corpus, varlen_shapes
 from trtbuild.errors import TrtbuildError
-from trtbuild.workdir import WorkDir, atomic_path, check_export, read_json, sha256_bytes, sha256_file
+from trtbuild.workdir import WorkDir, atomic_path, check_calibration, check_export, locked, read_scales, remove, \
+    sha256_file
 
-BUILD_ATTEMPTS = 2  # a build whose engine cannot create an execution context is tried once more (check_loadable)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,16 +105,33 @@ class BuildReport(Result):
         return "\n".join([r.summary() for r in self.results] + ["manifest: {}".format(self.results[0].manifest)])
 
 
+RECIPES = ("one-plan", "no-faster-dynamic-shapes", "one-plan-per-profile")
+
+
 def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose=False):
-    """Build one engine for the live GPU; returns a BuildResult and updates the manifest."""
+    """Build one engine for the live GPU; returns a BuildResult and updates the manifest.
+
+    Every engine is run once on every profile in a child process before it is handed on (`selftest`): TensorRT
+    8.6 builds multi-profile Myelin engines that crash on their second profile (on the H200 every one did,
+    NVIDIA/TensorRT#2977). A failed self-test tries the next recipe: the same plan without the preview feature
+    FASTER_DYNAMIC_SHAPES_0805, then one plan per profile (each a single-profile engine; the manifest entry lists
+    the files and the runners pick the one a batch fits)."""
     wd = WorkDir(config.workdir)
+    with locked(wd.root, create=False):
+        return _build_engine(config, wd, precision, profiles, progress, verbose)
+
+
+def _build_engine(config, wd, precision, profiles, progress, verbose):
     record = check_export(wd.root)
     trt = import_tensorrt()
     gpu = gpu_info()
     path = build_path(trt.__version__, precision)
     onnx_path = wd.path(path.onnx)
-    if precision == "int8" and not os.path.isfile(onnx_path):
-        raise TrtbuildError("{} has no {}; run `trtbuild calibrate {}` first".format(wd.root, path.onnx, wd.root))
+    plugins = config.build.backend == "plugins"
+    if precision == "int8":
+        if not os.path.isfile(wd.calibrate_json) and not os.path.isfile(onnx_path) and not plugins:
+            raise TrtbuildError("{} has no {}; run `trtbuild calibrate {}` first".format(wd.root, path.onnx, wd.root))
+        check_calibration(wd.root, record)
     if path.cast_fp16:
         raise TrtbuildError("TensorRT {} builds strongly typed networks only; the FP16-cast ONNX it needs is "
                             "not implemented yet (tested path: TensorRT <= 10)".format(trt.__version__))
@@ -123,79 +141,73 @@ def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose
     cache_path = os.path.join(out_dir, TIMING_CACHE)
     warm = os.path.isfile(cache_path)
 
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
-
-    source = path.onnx if config.build.backend == "onnx" else "the checkpoint with TensorRT's BERT plugins{}".format(
+    source = path.onnx if not plugins else "the checkpoint with TensorRT's BERT plugins{}".format(
         " (variable length)" if config.build.varlen else "")
     progress("building {} engine for {} (sm {}, TensorRT {}) from {}, {} profile(s), timing cache {}".format(
         precision.upper(), gpu["name"], gpu["compute_capability"], trt.__version__, source, len(profiles),
         "warm" if warm else "cold"))
-    plugins = config.build.backend == "plugins"
     varlen = config.build.varlen  # (the config allows it with plugins only)
-    trt_profiles = []
-    for p in profiles:
-        prof = Profile()
-        if varlen:
-            for name, (lo, opt, hi) in varlen_shapes(p).items():
-                prof.add(name, min=lo, opt=opt, max=hi)
-        else:
-            for name in record["inputs"]:
-                prof.add(name, min=p.min, opt=p.opt, max=p.max)
-        trt_profiles.append(prof)
     extra, source_path, keep = {}, onnx_path, None
     if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
         # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
         extra = dict(tactic_sources=[trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT], precision_constraints="prefer")
         source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
     else:
+        from polygraphy.backend.trt import NetworkFromOnnxPath
+
         network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
-    for attempt in range(BUILD_ATTEMPTS):
-        create = CreateConfig(
-            fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **extra,
-            load_timing_cache=cache_path if warm and attempt == 0 else None,
-            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
-            builder_optimization_level=config.build.optimization_level,
-            profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
-        start = time.perf_counter()
-        with atomic_path(cache_path) as tmp_cache:
-            # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
-            # (the loaded cache is already in the builder's config, so the saved one holds old + new).
-            os.remove(tmp_cache)
-            engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
-        seconds = time.perf_counter() - start
-        if engine_bytes is None:
-            raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(
-                precision))
-        data = bytes(engine_bytes)
-        layers, error = check_loadable(trt, data)
-        if error is None:
+    name = "{}.engine".format(precision)
+    recipes = RECIPES if len(profiles) > 1 else RECIPES[:1]
+    if not hasattr(getattr(trt, "PreviewFeature", None), "FASTER_DYNAMIC_SHAPES_0805"):
+        recipes = tuple(r for r in recipes if r != "no-faster-dynamic-shapes")
+    tried, start = [], time.perf_counter()
+    for attempt, recipe in enumerate(recipes):
+        groups = [[i] for i in range(len(profiles))] if recipe == "one-plan-per-profile" else [list(range(len(profiles)))]
+        plans = []
+        for group in groups:
+            plans.append(_build_plan(trt, config, network, path, [profiles[i] for i in group], varlen, record, extra,
+                                     cache_path, warm and attempt == 0, recipe, precision))
+        files = _stage_plans(out_dir, precision, plans)
+        report = selftest([t for t, _ in files], [[profiles[i].to_dict() for i in g] for g in groups], varlen,
+                          record["vocab_size"])
+        tried.append({"recipe": recipe, "passed": report["passed"], "why": report.get("why")})
+        if report["passed"]:
+            for tmp, final in files:  # only a tested engine takes the engine's name
+                os.replace(tmp, final)
+            files = [(final, None) for _, final in files]
             break
-        if attempt + 1 < BUILD_ATTEMPTS:
-            progress("TensorRT built a {} engine it cannot run ({}); building again without the timing "
-                     "cache".format(precision, error))
+        for tmp, _ in files:
+            remove(tmp)
+        progress("TensorRT built a {} engine ({}) that fails on its profiles ({}); trying the next recipe".format(
+            precision, recipe, report.get("why")))
     else:
-        raise TrtbuildError(
-            "TensorRT {} built {} {} engines in a row that it cannot run ({}: with {} profiles this is TensorRT 8.6's "
-            "Myelin bug NVIDIA/TensorRT#2977); run the build again, or use fewer data.buckets".format(
-                trt.__version__, BUILD_ATTEMPTS, precision, error, len(profiles)))
+        raise TrtbuildError("TensorRT {} built no {} engine whose every profile runs ({}); use build.backend plugins "
+                            "with build.varlen (one profile), or fewer data.buckets".format(
+                                trt.__version__, precision, "; ".join("{}: {}".format(t["recipe"], t["why"])
+                                                                      for t in tried)))
+    seconds = time.perf_counter() - start
     del keep  # the weights TensorRT read from numpy while building
-    warm = warm and attempt == 0
-    engine_path = os.path.join(out_dir, "{}.engine".format(precision))
-    with atomic_path(engine_path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    warm = warm and len(tried) == 1
+    engine_path = os.path.join(out_dir, name)
+    parts = [{"file": os.path.basename(f), "profiles": g, "bytes": os.path.getsize(f), "sha256": sha256_file(f)}
+             for (f, _), g in zip(files, groups)]
+    total = sum(p["bytes"] for p in parts)
     entry = {
         "precision": precision, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"],
         "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
         "trtbuild": __version__, "onnx": path.onnx, "backend": config.build.backend, "inputs": record["inputs"],
         "profiles": [p.to_dict() for p in profiles], "build_seconds": round(seconds, 2), "timing_cache_warm": warm,
-        "engine_bytes": len(data), "layers": layers, "build_attempts": attempt + 1,
+        "engine_bytes": parts[0]["bytes"], "total_bytes": total, "layers": report.get("layers", {}),
+        "build_attempts": len(tried), "recipe": tried[-1]["recipe"], "recipes_tried": tried, "selftest": report,
         "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
                     "workspace_mib": config.build.workspace_mib,
                     "optimization_level": config.build.optimization_level},
-        "sha256": {"onnx": sha256_file(onnx_path), "engine": sha256_bytes(data)},
+        "sha256": {"onnx": sha256_file(onnx_path) if os.path.isfile(onnx_path) else None,
+                   "engine": parts[0]["sha256"]},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if len(parts) > 1:
+        entry["files"] = parts
     if precision == "int8" and os.path.isfile(wd.scales):
         entry["sha256"]["scales"] = sha256_file(wd.scales)
     if varlen:  # the engine's own inputs are the packed ones; runners pack [batch, seq] feeds (plugins.pack_varlen)
@@ -207,13 +219,126 @@ def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose
         entry["source"] = source_path
         entry["gelu"] = config.build.gelu_mode
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
-    manifest_path = write_entry(out_dir, "{}.engine".format(precision), entry)
-    progress("built {} ({:.1f} MiB) in {:.1f} s".format(engine_path, len(data) / (1 << 20), seconds))
+    manifest_path = write_entry(out_dir, name, entry)
+    _remove_stale_parts(out_dir, precision, [p["file"] for p in parts])
+    progress("built {} ({:.1f} MiB{}) in {:.1f} s, every profile tested".format(
+        engine_path, total / (1 << 20), ", {} plans".format(len(parts)) if len(parts) > 1 else "", seconds))
     return BuildResult(engine=engine_path, precision=precision, gpu=gpu["name"],
                        compute_capability=gpu["compute_capability"], tensorrt=trt.__version__,
                        profiles=[p.to_dict() for p in profiles], build_seconds=round(seconds, 2),
-                       timing_cache_warm=warm, engine_bytes=len(data), onnx=onnx_path, manifest=manifest_path,
-                       layers=layers)
+                       timing_cache_warm=warm, engine_bytes=total, onnx=onnx_path, manifest=manifest_path,
+                       layers=report.get("layers", {}))
+
+
+def _build_plan(trt, config, network, path, profiles, varlen, record, extra, cache_path, load_cache, recipe, precision):
+    """Engine bytes of one plan holding `profiles`, through Polygraphy; the timing cache loaded and saved."""
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
+
+    trt_profiles = []
+    for p in profiles:
+        prof = Profile()
+        if varlen:
+            for name, (lo, opt, hi) in varlen_shapes(p).items():
+                prof.add(name, min=lo, opt=opt, max=hi)
+        else:
+            for name in record["inputs"]:
+                prof.add(name, min=p.min, opt=p.opt, max=p.max)
+        trt_profiles.append(prof)
+    options = dict(extra)
+    if recipe == "no-faster-dynamic-shapes":
+        options["preview_features"] = [f for n, f in trt.PreviewFeature.__members__.items()
+                                       if n == "DISABLE_EXTERNAL_TACTIC_SOURCES_FOR_CORE_0805"]
+    create = CreateConfig(
+        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **options,
+        load_timing_cache=cache_path if load_cache else None,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
+        builder_optimization_level=config.build.optimization_level,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+    with atomic_path(cache_path) as tmp_cache:
+        # Polygraphy merges into an existing file at the save path; the temp name must not exist yet
+        # (the loaded cache is already in the builder's config, so the saved one holds old + new).
+        os.remove(tmp_cache)
+        engine_bytes = EngineBytesFromNetwork(network, config=create, save_timing_cache=tmp_cache)()
+    if engine_bytes is None:
+        raise TrtbuildError("TensorRT failed to build the {} engine (run with --verbose for the log)".format(precision))
+    return bytes(engine_bytes)
+
+
+def _stage_plans(out_dir, precision, plans):
+    """[(temp file, final file)]: each plan written under a hidden temp name until its self-test passes; the final
+    names are <precision>.engine, then <precision>.p<k>.engine for more plans."""
+    files = []
+    for k, data in enumerate(plans):
+        name = "{}.engine".format(precision) if k == 0 else "{}.p{}.engine".format(precision, k)
+        tmp = os.path.join(out_dir, ".{}.untested.tmp".format(name))
+        with atomic_path(tmp) as staging:
+            with open(staging, "wb") as f:
+                f.write(data)
+        files.append((tmp, os.path.join(out_dir, name)))
+    return files
+
+
+def _remove_stale_parts(out_dir, precision, keep):
+    for name in os.listdir(out_dir):
+        if name.startswith(precision + ".p") and name.endswith(".engine") and name not in keep:
+            remove(os.path.join(out_dir, name))
+
+
+def selftest(files, profiles, varlen, vocab_size):
+    """Run each plan once on each of its profiles (and back to the first) in a child process; {"passed", "why",
+    "layers", "runs"}. A crash of the child is a failed test, not a crash of the build."""
+    from trtbuild.backends.trt.isolated import EngineCrashError, call
+
+    try:
+        return call(_selftest, files, profiles, varlen, vocab_size, what="testing the new engine's profiles",
+                    timeout=600)
+    except EngineCrashError as e:
+        return {"passed": False, "why": str(e).split(";")[0]}
+    except TrtbuildError as e:
+        return {"passed": False, "why": str(e)}
+
+
+def _selftest(files, profiles, varlen, vocab_size):
+    """(In the child.) Deserialize each plan, run every profile at its max batch, and the first again."""
+    from polygraphy.backend.trt import TrtRunner as _PolyRunner
+
+    from trtbuild.backends.trt.engine import Part
+    from trtbuild.backends.trt.inspect import layer_precisions
+
+    trt = import_tensorrt()
+    runs, layers = 0, {}
+    for path, group in zip(files, profiles):
+        part = Part(trt, path, range(len(group)))
+        counts = layer_precisions(trt, part.engine)
+        for k, v in counts.items():
+            layers[k] = layers.get(k, 0) + v
+        names = [part.engine.get_tensor_name(i) for i in range(part.engine.num_io_tensors)]
+        inputs = [n for n in names if part.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        with _PolyRunner(part.context) as runner:
+            for index in list(range(len(group))) + [0]:
+                if index != part.current:
+                    runner.set_profile(index)
+                    part.current = index
+                batch, seq = group[index]["max"]
+                feeds = _test_feeds(inputs, batch, seq, varlen, vocab_size)
+                out = runner.infer({n: feeds[n].astype(trt.nptype(part.engine.get_tensor_dtype(n))) for n in inputs})
+                logits = np.asarray(out["logits"])
+                if not np.isfinite(logits).all():
+                    return {"passed": False, "why": "{} profile {} returns non-finite logits".format(
+                        os.path.basename(path), index)}
+                runs += 1
+    return {"passed": True, "runs": runs, "layers": layers}
+
+
+def _test_feeds(inputs, batch, seq, varlen, vocab_size):
+    rng = np.random.default_rng(batch * 1000 + seq)
+    ids = rng.integers(1, max(2, min(vocab_size, 1000)), size=(batch, seq))
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    if varlen:
+        from trtbuild.backends.trt.plugins import pack_varlen
+
+        return pack_varlen(feeds, max_batch=batch, max_len=seq)
+    return feeds
 
 
 def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
@@ -228,31 +353,13 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
     if precision == "int8":
         if not os.path.isfile(wd.scales):
             raise TrtbuildError("{} has no scales.json; run `trtbuild calibrate` first".format(wd.root))
-        ranges = layer_ranges(read_json(wd.scales), spec.layers)
+        ranges = layer_ranges(read_scales(wd, record), spec.layers)
     buckets = sorted({p.max[1] for p in profiles})
     logger = trt_logger(trt, verbose)
     builder = trt.Builder(logger)
     network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger,
                                    varlen=config.build.varlen, gelu_mode=config.build.gelu_mode)
     return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
-
-
-def check_loadable(trt, data):
-    """(layer counts, None) when TensorRT can deserialize the engine bytes and create an execution context, else
-    ({}, why). TensorRT 8.6 can build multi-profile engines whose context creation fails (a Myelin 'missing offset in
-    id2offset', NVIDIA/TensorRT#2977); a build must not hand such an engine on."""
-    runtime = trt.Runtime(trt_logger(trt))
-    engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        return {}, "it does not deserialize"
-    context = engine.create_execution_context()
-    if context is None:
-        del engine
-        return {}, "no execution context"
-    del context
-    layers = layer_precisions(trt, engine)
-    del engine
-    return layers, None
 
 
 def build_engines(config, int8=False, profiles=None, progress=noop, verbose=False, fp16=True, profiles_from=None):

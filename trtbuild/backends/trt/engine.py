@@ -1,16 +1,19 @@
-"""One engine session: the set-up that verify's runner and bench's timer share.
+"""One engine session: the set-up that verify's runner, bench's timer and build's self-test share.
 
 `EngineSession(path)` checks the engine against its manifest and the live GPU / TensorRT, deserializes
-it (the runtime kept alive beside it), creates its execution context, and knows its inputs, outputs,
-dtypes and optimization profiles. `fit(feeds)` turns the [batch, seq] feeds a caller has into what the
-engine takes: packed for a `build.varlen` engine, else padded to the profile that holds the batch.
+it (each runtime kept alive beside its engine), creates the execution contexts, and knows the inputs,
+outputs, dtypes and optimization profiles. An engine can be several plan files ("parts"): where TensorRT
+8.6 cannot build one engine whose every profile runs (NVIDIA/TensorRT#2977), build writes one plan per
+profile and the manifest entry lists them (`files`). `fit(feeds)` turns the [batch, seq] feeds a caller
+has into what the engine takes (packed for a `build.varlen` engine, else padded to the profile that holds
+the batch) and says which part and profile run them.
 """
 
 import numpy as np
 
 from trtbuild.backends.trt import import_tensorrt, trt_logger
 from trtbuild.backends.trt.cuda import gpu_info
-from trtbuild.backends.trt.manifest import EngineMismatchError, check_engine
+from trtbuild.backends.trt.manifest import EngineMismatchError, check_engine, engine_files
 from trtbuild.backends.trt.plugins import varlen_feeds
 from trtbuild.backends.trt.profiles import engine_profiles, fit_feeds
 
@@ -29,7 +32,7 @@ def deserialize_engine(trt, path):
 
 
 def create_context(engine, path):
-    """An execution context of a deserialized engine, or a one-line error (see build.check_loadable)."""
+    """An execution context of a deserialized engine, or a one-line error."""
     context = engine.create_execution_context()
     if context is None:
         raise EngineMismatchError("TensorRT could not create an execution context for {} (with several profiles this "
@@ -38,17 +41,30 @@ def create_context(engine, path):
     return context
 
 
+class Part(object):
+    """One plan file of an engine: its runtime, engine and execution context, the indices (into the manifest's
+    profile list) of the profiles it holds, and the profile its context is set to."""
+
+    def __init__(self, trt, path, profile_ids):
+        self.path = path
+        self.runtime, self.engine = deserialize_engine(trt, path)
+        self.context = create_context(self.engine, path)
+        self.profile_ids = list(profile_ids)
+        self.current = 0
+
+
 class EngineSession(object):
-    """A checked, deserialized engine with its execution context. Attributes: trt, path, entry (the manifest
-    entry; {} unchecked), runtime, engine, context, tensors_in / outputs (the engine's own tensor names),
-    inputs (what callers feed: the ONNX export's [batch, seq] inputs), dtypes, profiles, varlen."""
+    """A checked, deserialized engine with its execution contexts. Attributes: trt, path, entry (the manifest
+    entry; {} unchecked), parts, engine / context (of the first part), tensors_in / outputs (the engine's own
+    tensor names), inputs (what callers feed: the ONNX export's [batch, seq] inputs), dtypes, profiles, varlen."""
 
     def __init__(self, path, check=True):
         trt = import_tensorrt()
         self.trt = trt
         self.path = path
         self.entry = check_engine(path, gpu_info(), trt.__version__) if check else {}
-        self.runtime, self.engine = deserialize_engine(trt, path)
+        self.parts = [Part(trt, f, ids) for f, ids in engine_files(path, self.entry)]
+        self.engine, self.context = self.parts[0].engine, self.parts[0].context
         engine = self.engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.tensors_in = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -62,18 +78,27 @@ class EngineSession(object):
         if self.varlen:
             self.profiles = []
         self.device = "{} (TensorRT {})".format(self.entry.get("gpu", "GPU"), trt.__version__)
-        self.context = create_context(engine, path)
+
+    @property
+    def device_memory_size(self):
+        return max(int(p.engine.device_memory_size) for p in self.parts)
 
     def fit(self, feeds):
-        """(profile index or None, feeds as the engine takes them, cast to its dtypes and contiguous)."""
-        index = None
+        """(part, profile index within the part's engine, feeds as that engine takes them: cast to its dtypes and
+        contiguous)."""
+        index = 0
         if self.varlen:
             feeds = self._pack(feeds)
         elif self.profiles:
             index, feeds = fit_feeds(self.profiles, feeds, self.tensors_in)
-        return index, {n: np.ascontiguousarray(feeds[n].astype(self.dtypes[n], copy=False)) for n in self.tensors_in}
+        part = next((p for p in self.parts if index in p.profile_ids), self.parts[0])
+        local = part.profile_ids.index(index) if index in part.profile_ids else 0
+        return part, local, {n: np.ascontiguousarray(feeds[n].astype(self.dtypes[n], copy=False))
+                             for n in self.tensors_in}
 
     def close(self):
-        self.context = None
-        self.engine = None
-        self.runtime = None
+        for p in self.parts:
+            p.context = p.engine = p.runtime = None
+        self.parts = []
+        self.context = self.engine = None
+

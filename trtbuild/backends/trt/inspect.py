@@ -6,7 +6,7 @@ import os
 
 from trtbuild.backends.trt import import_tensorrt
 from trtbuild.backends.trt.engine import deserialize_engine
-from trtbuild.backends.trt.manifest import read_manifest
+from trtbuild.backends.trt.manifest import check_engine
 from trtbuild.errors import NoGpuError
 
 
@@ -14,13 +14,12 @@ def inspect_engine(path):
     """{kind: engine, manifest, tensors, profiles, layers, tensorrt} of an engine file; the manifest entry
     alone where TensorRT is not installed."""
     info = {"path": path, "bytes": os.path.getsize(path)}
-    directory = os.path.dirname(os.path.abspath(path))
-    entry = read_manifest(directory).get("engines", {}).get(os.path.basename(path))
+    entry = check_engine(path, inputs=False)  # its manifest entry, bytes and hash (not the GPU: inspect runs anywhere)
     info.update(kind="engine", manifest=entry)
     try:
         trt = import_tensorrt()
     except NoGpuError:
-        info["note"] = "TensorRT not installed: manifest only"
+        info["note"] = "TensorRT not installed: the manifest entry only (the engine's bytes match it)"
         return info
     runtime, engine = deserialize_engine(trt, path)  # (the runtime outlives the engine)
     tensors = []

@@ -1,7 +1,7 @@
 """`TrtRunner`: a trtbuild engine behind the runners' interface (`infer(feeds) -> logits`), for verify.
 
 The engine session (`EngineSession`) checks, deserializes and fits each batch; Polygraphy's TrtRunner
-copies and runs it on the profile the batch fits.
+copies and runs it on the part and profile the batch fits.
 """
 
 import numpy as np
@@ -18,22 +18,27 @@ class TrtRunner:
         self.entry = self.session.entry
         self.input_names = self.session.inputs
         self.device = self.session.device
-        self.runner = _PolyRunner(self.session.context)
-        self.runner.activate()
-        self.profile = 0
+        self.runners = {}
+        for part in self.session.parts:
+            runner = _PolyRunner(part.context)
+            runner.activate()
+            self.runners[id(part)] = runner
 
     def infer(self, feeds):
-        index, inputs = self.session.fit(feeds)
-        if index is not None and index != self.profile:
-            self.runner.set_profile(index)
-            self.profile = index
-        return np.asarray(self.runner.infer(inputs)["logits"]).astype(np.float32)
+        part, index, inputs = self.session.fit(feeds)
+        runner = self.runners[id(part)]
+        if index != part.current:
+            runner.set_profile(index)
+            part.current = index
+        return np.asarray(runner.infer(inputs)["logits"]).astype(np.float32)
 
     def close(self):
-        if getattr(self, "runner", None) is not None:
-            self.runner.deactivate()
-            self.runner = None
+        for runner in self.runners.values():
+            runner.deactivate()
+        self.runners = {}
+        if self.session is not None:
             self.session.close()
+            self.session = None
 
     def __enter__(self):
         return self

@@ -32,21 +32,21 @@ class TrtTimer:
         self.stream = cuda.Stream()
         self.buffers = {}
         self.host = {}
-        self.profile = 0
         self.cuda_graph = cuda_graph
         self.graph = None
         self.graph_error = None
         self.memory_bytes = max(0, free_before - gpu_memory()[0]) if free_before else None
-        self.activation_bytes = int(self.engine.device_memory_size)
+        self.activation_bytes = s.device_memory_size
 
     def prepare(self, feeds):
         self._free_graph()  # captured with the previous shape and buffers
         # timed as the engine runs it: packed (varlen) or padded to its profile's sequence, outside the timing
-        index, feeds = self.session.fit(feeds)
-        if index is not None and index != self.profile:
+        part, index, feeds = self.session.fit(feeds)
+        self.context = part.context
+        if index != part.current:
             self.context.set_optimization_profile_async(index, self.stream.ptr)
             self.stream.synchronize()
-            self.profile = index
+            part.current = index
         for name in self.tensors_in:
             host = feeds[name]
             self.host[name] = host
