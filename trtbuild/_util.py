@@ -57,16 +57,43 @@ class _UserError(click.ClickException):
         self.exit_code = error.exit_code
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+_SIGNALLED = []  # the signal that interrupted this run: it decides the exit, whatever the interrupted code raised
+
+
+def _interrupt(signum, frame):
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 def _invoke_guarded(invoke, ctx):
     """Run a command: a TrtbuildError or a file-system error is one line `Error: ...`; Ctrl-C is exit 130 and
-    SIGTERM exit 143, both after every temp file of the run is removed."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    SIGTERM exit 143, both after every temp file of the run is removed (a signal that lands inside an import or
+    a C extension can surface as another exception: the signal still decides)."""
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    del _SIGNALLED[:]
     try:
         return invoke(ctx)
+    except (click.exceptions.Exit, click.ClickException, SystemExit):
+        raise
+    except BaseException as e:
+        if _SIGNALLED or isinstance(e, (KeyboardInterrupt, Terminated)):
+            interrupted = (_SIGNALLED or [signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM])[0]
+            if interrupted == signal.SIGINT:
+                click.echo("Aborted (interrupted); nothing was left half-written.", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            click.echo("Terminated (SIGTERM); nothing was left half-written.", err=True)
+            sys.exit(EXIT_TERMINATED)
+        _report(e)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _report(e):
+    """A TrtbuildError, a file-system error or an out-of-memory: one line and its exit code; anything else is a bug
+    and keeps its traceback."""
+    try:
+        raise e
     except TrtbuildError as e:
         raise _UserError(e) from None
     except (OSError, MemoryError) as e:
@@ -74,14 +101,6 @@ def _invoke_guarded(invoke, ctx):
             "out of memory; lower the batch size, max_texts or the shapes, or use a machine with more memory"
         click.echo("Error: {}".format(message), err=True)
         sys.exit(EXIT_USER)
-    except KeyboardInterrupt:
-        click.echo("Aborted (interrupted); nothing was left half-written.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except Terminated:
-        click.echo("Terminated (SIGTERM); nothing was left half-written.", err=True)
-        sys.exit(EXIT_TERMINATED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Group(click.Group):

@@ -50,14 +50,22 @@ def _workdir_config(workdir, config_path):
 
 
 def _replace(config, section, **changes):
-    """The config with some fields of one section replaced (None values are left out: not given)."""
+    """The config with some fields of one section (e.g. "bench" or "bench.simulate") replaced; None values are left
+    out (not given). An option out of bounds is refused with its key path, as the config would be."""
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         return config
+    head, _, rest = section.partition(".")
+    part = getattr(config, head)
     try:
-        return config.replace(**{section: dataclasses.replace(getattr(config, section), **changes)})
-    except ConfigError as e:  # an option out of bounds: say which, as the config would
-        raise e.under(section) from None
+        if rest:
+            inner = _replace(part, rest, **changes)
+            return config.replace(**{head: inner}) if hasattr(config, "replace") else dataclasses.replace(
+                config, **{head: inner})
+        new = dataclasses.replace(part, **changes)
+    except ConfigError as e:
+        raise e.under(head) from None
+    return config.replace(**{head: new}) if hasattr(config, "replace") else dataclasses.replace(config, **{head: new})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,10 +252,8 @@ def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simul
     """
     from trtbuild.bench import benchmark
 
-    config = _workdir_config(workdir, config_path)
-    simulate = dataclasses.replace(config.bench.simulate, rate=rate) if rate else None
-    config = _replace(config, "bench", iterations=iterations, torch_python=torch_python, cuda_graph=cuda_graph,
-                      simulate=simulate)
+    config = _replace(_workdir_config(workdir, config_path), "bench.simulate", rate=rate)
+    config = _replace(config, "bench", iterations=iterations, torch_python=torch_python, cuda_graph=cuda_graph)
     parsed = [_shape(s) for s in shapes]
     with _stdout_to_stderr():
         report = benchmark(config, backends=backends or None, shapes=parsed or None, simulate_traffic=not no_simulate,

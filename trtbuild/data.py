@@ -226,14 +226,37 @@ def _looks_binary(text):
 
 
 def _bad_utf8_lines(path):
-    bad = []
+    """(1-based numbers of the lines that are not UTF-8, number of lines)."""
+    bad, lineno = [], 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
                 bad.append(lineno)
-    return bad
+    return bad, lineno
+
+
+def _check_json_lines(path, source):
+    """A JSON-lines file: every non-blank line one JSON object (a .json file may be one array instead)."""
+    with open(source, encoding="utf-8") as f:
+        first = f.read(1)
+        while first and first.isspace():
+            first = f.read(1)
+        if first == "[" and path.lower().endswith(".json"):
+            return  # one JSON array of records: datasets reads it
+        f.seek(0)
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise TrtbuildError("corpus {} line {}: not JSON ({}); write one JSON object per line".format(
+                    path, lineno, str(e).split(":")[0])) from None
+            if not isinstance(row, dict):
+                raise TrtbuildError("corpus {} line {}: a JSON line must be an object with a text field (got a {})"
+                                    .format(path, lineno, type(row).__name__))
 
 
 class _Columns:
@@ -270,7 +293,9 @@ def _load_plain(kind, path):
     raise TrtbuildError("corpus {}: reading {} needs the datasets package; pip install datasets".format(path, kind))
 
 
-def _load_with_datasets(kind, path, tmpdir):
+def _load_with_datasets(kind, path, tmpdir, shown=None):
+    """A datasets.Dataset of one local file (`shown`: the name errors give, where `path` is a cleaned copy)."""
+    shown = shown or path
     try:
         import datasets
     except ImportError:
@@ -280,9 +305,14 @@ def _load_with_datasets(kind, path, tmpdir):
     datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(kind, data_files=path, split="train", cache_dir=tmpdir, keep_in_memory=True)
-    except Exception as e:  # datasets wraps parser errors in several types; the first line says enough
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrtbuildError("corpus {}: could not be read as {} ({})".format(path, kind, first)) from None
+    except Exception as e:  # datasets wraps parser errors in several types: the deepest cause says most
+        cause = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise TrtbuildError("corpus {}: could not be read as {} ({}); check that it is a {} file".format(
+            shown, kind, first[:160], {"text": "text", "json": "JSON-lines", "csv": "CSV",
+                                        "parquet": "Parquet"}[kind])) from None
     return ds
 
 
@@ -307,8 +337,14 @@ def load_corpus(paths, text_column="text", label_column="label", max_texts=None,
                 raise TrtbuildError("corpus {}: unknown format {!r}; use .txt, .jsonl, .csv or .parquet".format(
                     path, ext or "(no extension)"))
             source = path
+            if os.path.getsize(path) == 0:
+                empty += 1
+                continue
             if kind != "parquet":
-                bad = _bad_utf8_lines(path)
+                bad, lines = _bad_utf8_lines(path)
+                if bad and len(bad) * 2 > lines:
+                    raise TrtbuildError("corpus {} does not look like text: {} of {} lines are not UTF-8; pass a text "
+                                        "corpus (txt, jsonl, csv, parquet)".format(path, len(bad), lines))
                 if bad:
                     shown = ", ".join(str(n) for n in bad[:10]) + (" …" if len(bad) > 10 else "")
                     if on_bad_utf8 == "fail":
@@ -322,7 +358,9 @@ def load_corpus(paths, text_column="text", label_column="label", max_texts=None,
                             if lineno not in badset:
                                 dst.write(raw)
                     source = cleaned
-            ds = _load_with_datasets(kind, source, tmpdir)
+                if kind == "json":
+                    _check_json_lines(path, source)
+            ds = _load_with_datasets(kind, source, tmpdir, path)
             column = "text" if kind == "text" else text_column
             if column not in ds.column_names:
                 raise TrtbuildError("corpus {} has no text column {!r} (columns: {}); set data.text_column in the "
@@ -385,6 +423,7 @@ class Batch:
     bucket: int
     inputs: Dict[str, "object"]
     rows: List[int]
+    mask: "object" = None  # bool [b, bucket]: the real tokens (also where the model takes no attention_mask)
 
 
 @dataclass
@@ -407,7 +446,7 @@ class Tokenized:
                     ids[r, :len(seq)] = seq
                     mask[r, :len(seq)] = 1
                 feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-                yield Batch(bucket=bucket, inputs={n: feeds[n] for n in input_names}, rows=chunk)
+                yield Batch(bucket=bucket, inputs={n: feeds[n] for n in input_names}, rows=chunk, mask=mask.astype(bool))
 
 
 def tokenize_into_buckets(tokenizer, texts, buckets):

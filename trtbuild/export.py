@@ -126,6 +126,9 @@ def inspect_checkpoint(path):
         raise CheckpointError("checkpoint {} needs custom model code (auto_map in config.json); trtbuild never "
                               "runs remote code: convert it to a standard transformers architecture".format(path))
     archs = cfg.get("architectures") or []
+    if not isinstance(archs, list):
+        raise CheckpointError("checkpoint {}: architectures in config.json must be a list of class names (got {!r}); "
+                              "fix config.json".format(path, archs))
     cls = [a for a in archs if isinstance(a, str) and a.endswith("ForSequenceClassification")]
     if not cls:
         found = ", ".join(map(str, archs)) or "no architecture"
@@ -217,7 +220,7 @@ def load_checkpoint(info, attn_implementation="eager"):
     try:
         model, loading = transformers.AutoModelForSequenceClassification.from_pretrained(
             info.path, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation=attn_implementation, output_loading_info=True)
+            attn_implementation=attn_implementation, output_loading_info=True, ignore_mismatched_sizes=True)
     except Exception as e:
         raise CheckpointError("checkpoint {}: could not load the model ({})".format(info.path, first_line(e))) from None
     check_loading(info, type(model).__name__, loading)

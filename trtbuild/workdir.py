@@ -459,8 +459,8 @@ def locked(workdir, create=True):
     if create:
         os.makedirs(root, exist_ok=True)
     elif not os.path.isdir(root):
-        raise CheckpointError("{} holds no trtbuild export (it does not exist); run `trtbuild export CHECKPOINT -o {}` "
-                              "first".format(root, root))
+        raise CheckpointError("{} holds no trtbuild export ({}); run `trtbuild export CHECKPOINT -o {}` first".format(
+            root, "it is a file, not a work directory" if os.path.exists(root) else "it does not exist", root))
     real = os.path.realpath(root)
     if real in _HELD:
         _HELD[real][1] += 1

@@ -315,7 +315,7 @@ def test_build_gives_up_when_no_recipe_runs_every_profile(fake_build):
     builder, calls, work = fake_build
     config = builder([b"one", b"p0", b"p1", b"p2"], bad=[b"one", b"p1"])
     with pytest.raises(TrtbuildError, match=r"built no fp16 engine whose every profile runs \(one-plan: TensorRT "
-                                            "crashed .*; one-plan-per-profile: .*\); use build.backend plugins"):
+                                            r"crashed .*; one-plan-per-profile: .*\); use build.backend plugins"):
         build_engine(config)
     engines = os.path.join(work, "engines")
     assert not any(f.endswith(".engine") or f.endswith(".tmp") or f == "manifest.json"

@@ -77,6 +77,11 @@ def test_engines_and_manifest(built):
         assert len(entry["profiles"]) == 3 and entry["profiles"][2]["max"] == [8, 64]
         assert entry["gpu"] and entry["compute_capability"] and entry["tensorrt"]
     assert manifest["engines"]["int8.engine"]["layers"]  # per-precision layer counts from the inspector
+    for name in ("fp16.engine", "int8.engine"):  # every profile ran once in a child before the engine was kept
+        entry = manifest["engines"][name]
+        assert entry["selftest"]["passed"] and entry["recipes_tried"][-1] == {
+            "recipe": entry["recipe"], "passed": True, "why": None}
+        assert sum(len(p["profiles"]) for p in entry.get("files", [{"profiles": [0, 1, 2]}])) == 3
     assert "scales" in manifest["engines"]["int8.engine"]["sha256"]
 
 
@@ -92,7 +97,10 @@ def test_rebuild_offers_the_timing_cache(built):
 
     config, work, results = built
     again = build_engine(config, "fp16")
-    assert again.timing_cache_warm and not results[0].timing_cache_warm
+    entry = json.load(open(again.manifest))["engines"]["fp16.engine"]
+    assert entry["timing_cache_offered"] and not results[0].timing_cache_warm
+    # the cache is loaded when the first recipe's engine passes its self-test (later recipes build without it)
+    assert again.timing_cache_warm == (entry["build_attempts"] == 1)
 
 
 def test_mismatched_manifest_and_truncated_engine_refused(built, tmp_path):

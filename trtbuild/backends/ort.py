@@ -51,6 +51,20 @@ class OrtRunner:
         self.close()
 
 
+def load_onnx(path, rerun):
+    """onnx.load of a work-directory model; a one-line error saying what to re-run when it is not a model."""
+    import onnx
+
+    try:
+        model = onnx.load(path)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise TrtbuildError("{} is not a readable ONNX model ({}); re-run `{}`".format(path, first_line(e)[:120],
+                                                                                      rerun)) from None
+    if not model.graph.node:
+        raise TrtbuildError("{} holds no graph (empty or truncated); re-run `{}`".format(path, rerun))
+    return model
+
+
 def inspect_onnx(path):
     """Opset, inputs, outputs, op counts and Q/DQ pairs of an ONNX file (its external data is not read)."""
     import onnx

@@ -58,7 +58,7 @@ def collect_histograms(model, tensors, batches, bins=2048, progress_bar=None):
     hists = {name: AbsHistogram(bins=bins) for name in names}
     for batch in batches:
         outs = session.run(names, batch.inputs)
-        mask = batch.inputs["attention_mask"].astype(bool)
+        mask = batch.mask
         b, s = mask.shape
         for name, arr in zip(names, outs):
             if arr.ndim >= 2 and arr.shape[0] == b and arr.shape[1] == s:
@@ -161,7 +161,7 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
 
 
 def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress, show_bar):
-    import onnx
+    from trtbuild.backends.ort import load_onnx
 
     from trtbuild.calibrate.coverage import coverage_report, write_coverage
     from trtbuild.calibrate.histogram import compute_amax
@@ -213,7 +213,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         progress("  skipped: no data.lexicon in the config")
 
     progress("[3/5] activation statistics with ONNX Runtime (CPU)")
-    model = onnx.load(wd.onnx)
+    model = load_onnx(wd.onnx, "trtbuild export CHECKPOINT -o {} --force".format(wd.root))
     plan = plan_for(model, exclude, ccfg)
     if not plan.activations:
         raise TrtbuildError("nothing to quantize in {} (all MatMul/Gemm excluded?)".format(wd.onnx))

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from trtbuild._util import noop, progress_bar
-from trtbuild.backends.ort import OrtRunner
+from trtbuild.backends.ort import OrtRunner, load_onnx
 from trtbuild.calibrate import calibrate
 from trtbuild.calibrate.qdq import build_qdq_model, exact, plan_for, read_scales, scales_document, weight_amax, \
     write_calibration
@@ -54,14 +54,12 @@ def calibrate_and_check(config, evaluate_qdq=True, auto_fallback=None, progress=
 
 def _fall_back(config, evalset, report, result, progress, show_bar):
     """Run the fallback search on the committed calibration and commit the placement it found."""
-    import onnx
-
     wd = WorkDir(config.workdir)
     ccfg = config.calibrate
     record = check_export(wd.root)
     cal = check_calibration(wd.root, record)
     scales = read_scales(wd, record)
-    model = onnx.load(wd.onnx)
+    model = load_onnx(wd.onnx, "trtbuild export CHECKPOINT -o {} --force".format(wd.root))
     exclude = tuple(scales["placement"]["exclude"])
     act_amax = {name: float(a["amax"]) for name, a in scales["activations"].items()}
     stats = {name: (float(a["max_abs"]), int(a["count"])) for name, a in scales["activations"].items()}

@@ -262,13 +262,13 @@ class QdqRebuilt(Result):
 def qdq_from_scales(workdir, progress=noop):
     """Rebuild model.qdq.onnx from model.onnx + scales.json (no corpus, no ONNX Runtime): the scales
     are the portable artifact; this needs only onnx + numpy (it runs under the GPU side's Python 3.9)."""
-    import onnx
+    from trtbuild.backends.ort import load_onnx
 
     wd = WorkDir(workdir)
     with locked(wd.root, create=False):
         record = check_export(wd.root)
         scales = read_scales(wd, record)
-        model = onnx.load(wd.onnx)
+        model = load_onnx(wd.onnx, "trtbuild export CHECKPOINT -o {} --force".format(wd.root))
         placement = scales["placement"]
         plan = plan_qdq(model, exclude=tuple(placement.get("exclude", ())),
                         quantize_residual=placement.get("quantize_residual", False),

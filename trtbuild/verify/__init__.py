@@ -21,7 +21,7 @@ from trtbuild.backends import ENGINE_EXTENSIONS, runner_for
 from trtbuild.errors import EXIT_OK, TrtbuildError
 from trtbuild.verify.evalset import prepare_eval, run_batches
 from trtbuild.verify.report import evaluate
-from trtbuild.workdir import WorkDir, check_calibration, check_report_dir, locked
+from trtbuild.workdir import WorkDir, check_calibration, check_export, check_report_dir, locked
 
 CANDIDATE_NAMES = ("qdq", "fp16", "int8", "fp32")
 
@@ -86,6 +86,8 @@ def resolve_candidate(workdir, candidate):
     wd = WorkDir(workdir)
     if candidate in ("qdq", "fp32"):
         path = wd.qdq_onnx if candidate == "qdq" else wd.onnx
+        if candidate == "fp32" or not os.path.isfile(wd.export_json):
+            check_export(wd.root)
         if not os.path.isfile(path):
             raise TrtbuildError("{} not found; run `trtbuild calibrate {}` first".format(path, wd.root))
         if candidate == "qdq":

@@ -123,15 +123,16 @@ def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose
 
 def _build_engine(config, wd, precision, profiles, progress, verbose):
     record = check_export(wd.root)
+    plugins = config.build.backend == "plugins"
+    if precision == "int8":  # (checked before TensorRT is imported: a CPU machine says so too)
+        if not os.path.isfile(wd.calibrate_json) and not os.path.isfile(wd.qdq_onnx):
+            raise TrtbuildError("{} has no calibration (model.qdq.onnx, scales.json); run `trtbuild calibrate {}` "
+                                "first".format(wd.root, wd.root))
+        check_calibration(wd.root, record)
     trt = import_tensorrt()
     gpu = gpu_info()
     path = build_path(trt.__version__, precision)
     onnx_path = wd.path(path.onnx)
-    plugins = config.build.backend == "plugins"
-    if precision == "int8":
-        if not os.path.isfile(wd.calibrate_json) and not os.path.isfile(onnx_path) and not plugins:
-            raise TrtbuildError("{} has no {}; run `trtbuild calibrate {}` first".format(wd.root, path.onnx, wd.root))
-        check_calibration(wd.root, record)
     if path.cast_fp16:
         raise TrtbuildError("TensorRT {} builds strongly typed networks only; the FP16-cast ONNX it needs is "
                             "not implemented yet (tested path: TensorRT <= 10)".format(trt.__version__))
@@ -139,7 +140,7 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
     out_dir = arch_dir(wd.root, gpu["compute_capability"], trt.__version__)
     os.makedirs(out_dir, exist_ok=True)
     cache_path = os.path.join(out_dir, TIMING_CACHE)
-    warm = os.path.isfile(cache_path)
+    warm = warm_at_start = os.path.isfile(cache_path)
 
     source = path.onnx if not plugins else "the checkpoint with TensorRT's BERT plugins{}".format(
         " (variable length)" if config.build.varlen else "")
@@ -197,6 +198,7 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
         "driver": gpu.get("driver"), "cuda_runtime": gpu.get("cuda_runtime"), "tensorrt": trt.__version__,
         "trtbuild": __version__, "onnx": path.onnx, "backend": config.build.backend, "inputs": record["inputs"],
         "profiles": [p.to_dict() for p in profiles], "build_seconds": round(seconds, 2), "timing_cache_warm": warm,
+        "timing_cache_offered": os.path.isfile(cache_path) and warm_at_start,
         "engine_bytes": parts[0]["bytes"], "total_bytes": total, "layers": report.get("layers", {}),
         "build_attempts": len(tried), "recipe": tried[-1]["recipe"], "recipes_tried": tried, "selftest": report,
         "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
@@ -367,6 +369,12 @@ def build_engines(config, int8=False, profiles=None, progress=noop, verbose=Fals
     token lengths set the bucket profiles (`profiles_from_corpus`)."""
     if not fp16 and not int8:
         raise TrtbuildError("nothing to build: --no-fp16 needs --int8")
+    if int8:  # before any engine is built: a long FP16 build must not end in "calibrate first"
+        record = check_export(config.workdir)
+        if not os.path.isfile(WorkDir(config.workdir).calibrate_json):
+            raise TrtbuildError("{} has no calibration (model.qdq.onnx, scales.json); run `trtbuild calibrate {}` "
+                                "first".format(config.workdir, config.workdir))
+        check_calibration(config.workdir, record)
     if profiles_from:
         profiles = profiles_from_corpus(config, profiles_from, progress)
     results = [build_engine(config, "fp16", profiles, progress, verbose)] if fp16 else []

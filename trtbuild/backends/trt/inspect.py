@@ -6,7 +6,7 @@ import os
 
 from trtbuild.backends.trt import import_tensorrt
 from trtbuild.backends.trt.engine import deserialize_engine
-from trtbuild.backends.trt.manifest import check_engine
+from trtbuild.backends.trt.manifest import check_engine, engine_files
 from trtbuild.errors import NoGpuError
 
 
@@ -21,18 +21,23 @@ def inspect_engine(path):
     except NoGpuError:
         info["note"] = "TensorRT not installed: the manifest entry only (the engine's bytes match it)"
         return info
-    runtime, engine = deserialize_engine(trt, path)  # (the runtime outlives the engine)
-    tensors = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        t = {"name": name, "mode": str(engine.get_tensor_mode(name)).split(".")[-1],
-             "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1], "shape": list(engine.get_tensor_shape(name))}
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            t["profiles"] = [[list(s) for s in engine.get_tensor_profile_shape(name, p)]
-                             for p in range(engine.num_optimization_profiles)]
-        tensors.append(t)
-    layers = layer_precisions(trt, engine)
-    info.update(tensors=tensors, profiles=engine.num_optimization_profiles, layers=layers, tensorrt=trt.__version__)
+    tensors, layers, profiles = {}, {}, 0
+    files = engine_files(path, entry)
+    for part, _ in files:  # an engine of several plans (one per profile): their profiles in order
+        runtime, engine = deserialize_engine(trt, part)  # (the runtime outlives the engine)
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            t = tensors.setdefault(name, {"name": name, "mode": str(engine.get_tensor_mode(name)).split(".")[-1],
+                                          "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1],
+                                          "shape": list(engine.get_tensor_shape(name))})
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                t.setdefault("profiles", []).extend([[list(s) for s in engine.get_tensor_profile_shape(name, p)]
+                                                     for p in range(engine.num_optimization_profiles)])
+        profiles += engine.num_optimization_profiles
+        for k, v in layer_precisions(trt, engine).items():
+            layers[k] = layers.get(k, 0) + v
+    info.update(tensors=list(tensors.values()), profiles=profiles, plans=len(files), layers=layers,
+                tensorrt=trt.__version__)
     return info
 
 
