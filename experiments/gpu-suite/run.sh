@@ -18,5 +18,6 @@ TRTBUILD_GPU_WORKDIR=/tmp/tiny-work TRTBUILD_GPU_WORKDIR64=/tmp/tiny64-work \
   $TRTPY -m pytest -m gpu tests/gpu -q -rA ${1:+-k "$1"} 2>&1 | tee "$RES/gpu-tests.log"
 # the engines' manifests (which build recipe passed its self-test, per engine) come back with the log
 for f in $(find /tmp/pytest-of-*/ -name manifest.json -path "*engines*" 2>/dev/null); do
-  cp "$f" "$RES/manifest-$(basename "$(dirname "$(dirname "$(dirname "$(dirname "$f")")")")").json"
+  d=$(dirname "$(dirname "$(dirname "$(dirname "$f")")")")   # /tmp/pytest-of-root/pytest-N/gpuK
+  cp "$f" "$RES/manifest-$(basename "$(dirname "$d")")-$(basename "$d").json"
 done
