@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from trtbuild import __version__
-from trtbuild._util import Result, noop
+from trtbuild._util import Result, first_line, noop
 from trtbuild.backends.trt import import_tensorrt, trt_logger
 from trtbuild.backends.trt.cuda import gpu_info
 from trtbuild.backends.trt.manifest import PRECISIONS, TIMING_CACHE, arch_dir, write_entry
@@ -105,7 +105,10 @@ class BuildReport(Result):
         return "\n".join([r.summary() for r in self.results] + ["manifest: {}".format(self.results[0].manifest)])
 
 
-RECIPES = ("one-plan", "no-faster-dynamic-shapes", "one-plan-per-profile")
+# one-plan: one engine holding every profile; one-plan-per-profile: a single-profile engine per profile. (Turning
+# off the preview feature FASTER_DYNAMIC_SHAPES_0805 instead made TensorRT 8.6 fail to build BERT on the H200:
+# "No supported formats for /inner/bert/Flatten", docs/results/gpu-tests-2026-12-01b-h200-trt8.6.0.log.)
+RECIPES = ("one-plan", "one-plan-per-profile")
 
 
 def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose=False):
@@ -113,9 +116,8 @@ def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose
 
     Every engine is run once on every profile in a child process before it is handed on (`selftest`): TensorRT
     8.6 builds multi-profile Myelin engines that crash on their second profile (on the H200 every one did,
-    NVIDIA/TensorRT#2977). A failed self-test tries the next recipe: the same plan without the preview feature
-    FASTER_DYNAMIC_SHAPES_0805, then one plan per profile (each a single-profile engine; the manifest entry lists
-    the files and the runners pick the one a batch fits)."""
+    NVIDIA/TensorRT#2977). A failed self-test (or a failed build) tries the next recipe: one plan per profile, each
+    a single-profile engine; the manifest entry lists the files and the runners pick the one a batch fits."""
     wd = WorkDir(config.workdir)
     with locked(wd.root, create=False):
         return _build_engine(config, wd, precision, profiles, progress, verbose)
@@ -159,15 +161,20 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
         network = NetworkFromOnnxPath(onnx_path, strongly_typed=path.strongly_typed or None)
     name = "{}.engine".format(precision)
     recipes = RECIPES if len(profiles) > 1 else RECIPES[:1]
-    if not hasattr(getattr(trt, "PreviewFeature", None), "FASTER_DYNAMIC_SHAPES_0805"):
-        recipes = tuple(r for r in recipes if r != "no-faster-dynamic-shapes")
     tried, start = [], time.perf_counter()
     for attempt, recipe in enumerate(recipes):
         groups = [[i] for i in range(len(profiles))] if recipe == "one-plan-per-profile" else [list(range(len(profiles)))]
-        plans = []
-        for group in groups:
-            plans.append(_build_plan(trt, config, network, path, [profiles[i] for i in group], varlen, record, extra,
-                                     cache_path, warm and attempt == 0, recipe, precision))
+        try:
+            plans = [_build_plan(trt, config, network, path, [profiles[i] for i in group], varlen, record, extra,
+                                 cache_path, warm and attempt == 0, precision) for group in groups]
+        except Exception as e:  # TensorRT (through Polygraphy) failed to build this recipe: the next one may build
+            if attempt + 1 == len(recipes):
+                raise TrtbuildError("TensorRT {} failed to build the {} engine ({}); run with --verbose for its "
+                                    "log".format(trt.__version__, precision, first_line(e))) from None
+            tried.append({"recipe": recipe, "passed": False, "why": "did not build: " + first_line(e)})
+            progress("TensorRT could not build the {} engine as {} ({}); trying the next recipe".format(
+                precision, recipe, first_line(e)))
+            continue
         files = _stage_plans(out_dir, precision, plans)
         report = selftest([t for t, _ in files], [[profiles[i].to_dict() for i in g] for g in groups], varlen,
                           record["vocab_size"])
@@ -232,7 +239,7 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
                        layers=report.get("layers", {}))
 
 
-def _build_plan(trt, config, network, path, profiles, varlen, record, extra, cache_path, load_cache, recipe, precision):
+def _build_plan(trt, config, network, path, profiles, varlen, record, extra, cache_path, load_cache, precision):
     """Engine bytes of one plan holding `profiles`, through Polygraphy; the timing cache loaded and saved."""
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
@@ -246,12 +253,8 @@ def _build_plan(trt, config, network, path, profiles, varlen, record, extra, cac
             for name in record["inputs"]:
                 prof.add(name, min=p.min, opt=p.opt, max=p.max)
         trt_profiles.append(prof)
-    options = dict(extra)
-    if recipe == "no-faster-dynamic-shapes":
-        options["preview_features"] = [f for n, f in trt.PreviewFeature.__members__.items()
-                                       if n == "DISABLE_EXTERNAL_TACTIC_SOURCES_FOR_CORE_0805"]
     create = CreateConfig(
-        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **options,
+        fp16="FP16" in path.flags, int8="INT8" in path.flags, profiles=trt_profiles, **extra,
         load_timing_cache=cache_path if load_cache else None,
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: config.build.workspace_mib << 20},
         builder_optimization_level=config.build.optimization_level,
