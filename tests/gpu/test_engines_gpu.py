@@ -127,7 +127,7 @@ def test_inspect_engine(built):
     from trtbuild.backends import inspect_artifact
 
     config, work, results = built
-    info = inspect_artifact(results[1].engine)
+    info = inspect_artifact(results[1].engine).to_dict()
     assert info["profiles"] == 3
     inputs = [t for t in info["tensors"] if t["mode"] == "INPUT"]
     assert inputs and all(len(t["profiles"]) == 3 for t in inputs)
