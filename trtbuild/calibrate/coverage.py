@@ -11,6 +11,9 @@ real traffic then overflows. `coverage_report` measures, before any engine is bu
 - per corpus, what the tokenizer makes of the texts: UNK rate, tokens per character, texts cut by the
   largest bucket, token-length histogram over the buckets; and how many texts carry emoji.
 
+The eval set's terms the calibration set never uses are listed as missing terms; `trtbuild verify` scores
+the eval texts that use such a term as the slice `text:slang-unseen` (reports/verify-<target>.html).
+
 Terms are found by `trtbuild.data.TermMatcher` (case-insensitive ASCII, word boundaries for ASCII
 letters and digits, emoji variation selectors ignored). Lexicon entries of one kind that match identically ("yyds" / "YYDS") are counted as one term, shown under
 its lower-case spelling when listed (else the first), with the others as `variants`.
@@ -31,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 from trtbuild.config import DEFAULT_BUCKETS
 from trtbuild.data import LEXICON_KINDS, TermMatcher, load_lexicon, normalize_term
+from trtbuild.data import lexicon_source as _lexicon_source
 from trtbuild.errors import TrtbuildError
 from trtbuild.html import escape, page
 from trtbuild.workdir import COVERAGE_HTML, COVERAGE_JSON, atomic_write_json, atomic_write_text
@@ -49,6 +53,8 @@ TOP_TERMS = 50  # terms by calibration hits in to_dict / to_html
 MESSAGE_TERMS = 20  # missing terms named in failure_message
 TOKENIZER_BATCH = 1024
 UNK_TOP = 20  # most frequent strings that became the UNK token, per corpus
+VERIFY_SLICE = "text:slang-unseen"  # verify's slice of eval texts with terms the calibration set never uses
+VERIFY_REPORT = "reports/verify-qdq.html"  # the Q/DQ model's verify report, relative to the work directory
 
 # ---------------------------------------------------------------------------------------------
 # Emoji
@@ -215,6 +221,7 @@ class CoverageReport:
     calibration: CorpusStats
     eval: Optional[CorpusStats] = None
     suspect: Dict[str, int] = field(default_factory=dict)  # calibration texts: "binary" skipped, "long" cut
+    lexicon_source: Optional[str] = None  # "packaged" (the lexicon shipped with trtbuild), a path, or unknown
 
     def _suspect_phrase(self):
         parts = []
@@ -324,6 +331,10 @@ class CoverageReport:
             ("top_terms", [t.to_dict() for t in self.top_terms()]),
             ("missing_terms", [t.to_dict() for t in self.missing_terms]),
             ("suspect_texts", dict(self.suspect)),
+            ("lexicon_source", self.lexicon_source),
+            ("verify", OrderedDict([("slice", VERIFY_SLICE), ("report", VERIFY_REPORT), ("note", (
+                "trtbuild verify reports the eval texts that use a lexicon term the calibration set never uses as "
+                "the slice {} (reports/verify-<target>.json/.html)".format(VERIFY_SLICE)))])),
         ])
 
     def to_html(self):
@@ -339,6 +350,10 @@ class CoverageReport:
         else:
             cls, verdict = "fail", "gate FAILED"
         parts.append('<p class="gate {}">{}: {}</p>'.format(cls, e(verdict), e(self._coverage_phrase())))
+        if self.lexicon_source:
+            parts.append("<p>lexicon: {}</p>".format(
+                "the one shipped with trtbuild (trtbuild/resources/slang_lexicon.tsv)"
+                if self.lexicon_source == "packaged" else "<code>{}</code>".format(e(self.lexicon_source))))
         if self.suspect:
             parts.append('<p class="gate fail">suspect input in the calibration corpus: {}</p>'.format(
                 e(self._suspect_phrase())))
@@ -409,6 +424,11 @@ class CoverageReport:
         term_table("Missing terms ({})".format(len(self.missing_terms)), self.missing_terms,
                    "Relevant terms the calibration set never uses" + (
                        ", most used in the eval set first." if self.basis == "eval" else "."))
+        parts.append('<p>How these terms cost accuracy: <code>trtbuild verify</code> scores the eval '
+                     'texts that use a lexicon term the calibration set never uses as the slice <code>{}</code>, '
+                     'with those terms listed: see <a href="{}">{}</a> (one report per candidate, '
+                     '<code>reports/verify-&lt;target&gt;.html</code>).</p>'.format(
+                         e(VERIFY_SLICE), e(VERIFY_REPORT), e(VERIFY_REPORT)))
         term_table("Top terms", self.top_terms(), "Terms of the gated kinds by texts in the calibration set "
                    "(at most {}).".format(TOP_TERMS))
         return page("trtbuild calibration coverage", parts)
@@ -540,14 +560,18 @@ def _corpus_stats(name, texts, tokenizer, buckets, term_texts):
 
 
 def coverage_report(calibration_texts, lexicon, tokenizer, buckets=DEFAULT_BUCKETS, eval_texts=None,
-                    min_slang_coverage=None, kinds=("slang",), suspect=None):
+                    min_slang_coverage=None, kinds=("slang",), suspect=None, lexicon_source=None):
     # type: (Iterable[str], Iterable[LexiconEntry], object, Sequence[int], Optional[Iterable[str]], Optional[float], Sequence[str]) -> CoverageReport
     """Measure how well `calibration_texts` cover the lexicon terms of `kinds` and what the tokenizer makes of
     them (and of `eval_texts`, the production-like set, when given).
 
     lexicon: LexiconEntry list (or a lexicon TSV path). tokenizer: a Hugging Face (fast) tokenizer.
     min_slang_coverage: the gate, a share in [0, 1]; None for no gate. Raises TrtbuildError on bad input.
+    lexicon_source: where the lexicon came from, for the report ("packaged" or a path: trtbuild.data.lexicon_source);
+    found from `lexicon` when it is a path. eval_texts=None: coverage of the whole lexicon, calibration stats only.
     """
+    if lexicon_source is None and isinstance(lexicon, (str, os.PathLike)):
+        lexicon_source = _lexicon_source(lexicon)
     calibration_texts, lexicon, buckets, eval_texts, min_slang_coverage, kinds = _check_args(
         calibration_texts, lexicon, buckets, eval_texts, min_slang_coverage, kinds)
     terms, term_kinds, variants = _group_terms(lexicon)
@@ -583,7 +607,7 @@ def coverage_report(calibration_texts, lexicon, tokenizer, buckets=DEFAULT_BUCKE
         basis="lexicon" if eval_texts is None else "eval", relevant_terms=len(relevant),
         covered_terms=len(relevant) - len(missing), terms=[t for _, t in selected],
         missing_terms=[t for _, t in missing], lexicon=lexicon_cov, calibration=calibration, eval=evaluation,
-        suspect={k: v for k, v in (suspect or {}).items() if v})
+        suspect={k: v for k, v in (suspect or {}).items() if v}, lexicon_source=lexicon_source)
 
 
 def write_coverage(report, directory, stem=None):

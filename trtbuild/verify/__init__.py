@@ -6,7 +6,8 @@ Runtime FP32 baseline, overall and per slice, as a CI gate.
 2. Candidate (`run_candidate`): the same padded batches through the candidate's runner
    (`trtbuild.backends.runner_for`: ONNX Runtime for .onnx, TensorRT for a trtbuild engine).
 3. Metrics (`metrics.py`), overall and for every slice (each eval file, slang vs plain text by the
-   lexicon, length bucket, true label).
+   lexicon (data.lexicon, else the one shipped with trtbuild), `text:slang-unseen`: texts with slang the
+   calibration corpus never uses, length bucket, true label).
 4. Gate and report (`report.py`; defaults: macro-F1 drop <= 0.8 pt overall, flip rate <= 1 %, per-slice
    macro-F1 drop <= 2 pt for slices of at least 30 texts): a `VerifyReport` that is truthy when every
    gate passes and writes JSON, JUnit XML and HTML.
@@ -50,6 +51,9 @@ class VerifyResult(Result):
                 lines.append("  {:<26} {:>5} {:>7.2%} {:>7.2%} {:>+7.2f}  {:<17} {:>6.1%}".format(
                     name, m["texts"], m["baseline"]["macro_f1"], m["candidate"]["macro_f1"], m["macro_f1_drop_pt"],
                     "[{:+.2f}, {:+.2f}]".format(*ci) if ci else "", m["flip_rate"]))
+            if r.slang_unseen_terms:
+                lines.append("  slang unseen in calibration: " + ", ".join(
+                    "{} ({})".format(t["term"], t["texts"]) for t in r.slang_unseen_terms[:8]))
             for g in r.failed_gates():
                 lines.append("  FAILED: " + g.describe())
             lines.append("  reports: {}".format(", ".join(r.paths[k] for k in ("json", "junit", "html"))))

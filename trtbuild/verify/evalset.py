@@ -1,28 +1,37 @@
 """The eval set: labelled texts tokenized into the length buckets, tagged with their slices, with the ONNX
 Runtime FP32 baseline logits, cached in WORKDIR/cache/verify-<key>.npz.
 
-The key hashes the ONNX, the eval files, the lexicon and the settings and needs no tokenizer, so the GPU
-side (Python 3.9, numpy + TensorRT) finds the cache and runs no tokenizer, torch or baseline.
+The key hashes the ONNX, the eval files, the lexicon, the calibration corpus files and the settings and
+needs no tokenizer, so the GPU side (Python 3.9, numpy + TensorRT) finds the cache and runs no tokenizer,
+torch or baseline.
+
+Slang slices: `text:slang` holds the texts with a lexicon term (any kind; data.lexicon, else the lexicon
+shipped with trtbuild), `text:plain` the others, and `text:slang-unseen` the texts with a lexicon term that
+the calibration corpus (data.calibration, sampled to calibrate.max_texts as calibrate samples it) never
+uses: the activations INT8 calibration never saw.
 """
 
 import contextlib
 import hashlib
 import json
 import os
-from dataclasses import dataclass
-from typing import List
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from trtbuild._util import first_line, noop, progress_bar
 from trtbuild.data import (
-    TermMatcher, batches_from_arrays, batches_to_arrays, check_token_ids, load_corpus, load_lexicon,
-    tokenize_into_buckets
+    TermMatcher, batches_from_arrays, batches_to_arrays, check_token_ids, lexicon_source, load_corpus, load_lexicon,
+    normalize_term, resolve_lexicon, tokenize_into_buckets
 )
 from trtbuild.errors import TrtbuildError
 from trtbuild.workdir import WorkDir, atomic_path, check_export, sha256_file
 
-CACHE_FORMAT = "trtbuild-verify-cache/2"
+CACHE_FORMAT = "trtbuild-verify-cache/3"
+UNSEEN_TERMS = 20  # unseen slang terms a report lists, most eval texts first
 
 
 @dataclass
@@ -33,7 +42,7 @@ class EvalSet:
     labels: "object"  # int64 [N]
     label_names: List[str]
     sources: List[str]  # the eval file each text came from
-    slang: "object"  # bool [N] or None when no lexicon is configured
+    slang: "object"  # bool [N]: texts with a lexicon term (None: no lexicon)
     lengths: "object"  # int64 [N] tokens incl. specials, before truncation
     buckets: "object"  # int64 [N] the bucket each text was padded to
     batches: list  # [(feeds {input: int64 [b, bucket]}, rows int64 [b])]
@@ -41,9 +50,29 @@ class EvalSet:
     baseline: "object"  # float32 [N, labels]
     key: str
     path: str  # the cache file
+    slang_unseen: "object" = None  # bool [N]: texts with a lexicon term no calibration text uses (None: no corpus)
+    unseen_terms: List[Tuple[str, str]] = field(default_factory=list)  # (term, kind) of those terms, lexicon order
+    lexicon: Optional[str] = None  # the lexicon of the slang slices: "packaged" or its path
+    _unseen_counts: Optional[list] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self):
         return len(self.texts)
+
+    def slang_unseen_terms(self, top=UNSEEN_TERMS):
+        # type: (Optional[int]) -> List[dict]
+        """The unseen lexicon terms these texts use: [{term, kind, texts}], most texts first (`top` of them; None:
+        all). Counted on this set's texts, so a subset counts its own."""
+        if self._unseen_counts is None:
+            matcher = TermMatcher([t for t, _ in self.unseen_terms])
+            counts = [0] * len(self.unseen_terms)
+            for text in self.texts:
+                for i in matcher.find(text):
+                    counts[i] += 1
+            self._unseen_counts = counts
+        counts = self._unseen_counts
+        ranked = sorted((i for i, n in enumerate(counts) if n), key=lambda i: (-counts[i], i))
+        return [{"term": self.unseen_terms[i][0], "kind": self.unseen_terms[i][1], "texts": counts[i]}
+                for i in ranked[:top]]
 
     def subset(self, rows):
         """The same eval set restricted to `rows` (indices), renumbered 0..len(rows)-1, batches kept."""
@@ -59,10 +88,12 @@ class EvalSet:
         return EvalSet(texts=[self.texts[r] for r in rows], labels=self.labels[rows], label_names=self.label_names,
                        sources=[self.sources[r] for r in rows], slang=pick(self.slang), lengths=self.lengths[rows],
                        buckets=self.buckets[rows], batches=batches, input_names=self.input_names,
-                       baseline=self.baseline[rows], key=self.key + "-subset", path=self.path)
+                       baseline=self.baseline[rows], key=self.key + "-subset", path=self.path,
+                       slang_unseen=pick(self.slang_unseen), unseen_terms=list(self.unseen_terms), lexicon=self.lexicon)
 
     def slices(self):
-        """name -> bool mask; 'all' first, then eval sets, text kind, length bucket and label."""
+        """name -> bool mask; 'all' first, then eval sets, text kind (slang, slang-unseen when >= 1 text, plain),
+        length bucket and label."""
         out = {"all": np.ones(len(self), dtype=bool)}
         src = np.asarray(self.sources)
         sources = sorted(set(self.sources))
@@ -70,6 +101,9 @@ class EvalSet:
             out["set:" + _short_source(s, sources)] = src == s
         if self.slang is not None:
             out["text:slang"] = self.slang.copy()
+        if self.slang_unseen is not None and self.slang_unseen.any():
+            out["text:slang-unseen"] = self.slang_unseen.copy()
+        if self.slang is not None:
             out["text:plain"] = ~self.slang
         for b in sorted(set(int(x) for x in self.buckets)):
             out["length:<={}".format(b)] = self.buckets == b
@@ -125,15 +159,71 @@ def _label_ids(corpus, label_names, paths, label_column):
     return np.asarray(ids, dtype=np.int64)
 
 
-def eval_key(record, eval_paths, buckets, text_column, label_column, lexicon):
-    """The cache key: hashes of everything the eval tensors and baseline depend on (no tokenizer needed)."""
+def eval_key(record, eval_paths, buckets, text_column, label_column, lexicon, calibration=None):
+    """The cache key: hashes of everything the eval tensors, slices and baseline depend on (no tokenizer needed).
+    `calibration`: `calibration_key(config)`, the corpus the text:slang-unseen slice is measured against."""
     parts = {
         "format": CACHE_FORMAT, "onnx": record["sha256"]["onnx"], "labels": record["labels"],
         "inputs": record["inputs"], "buckets": list(buckets), "columns": [text_column, label_column],
         "eval": [[os.path.normpath(p), sha256_file(p)] for p in eval_paths],
-        "lexicon": sha256_file(lexicon) if lexicon else None,
+        "lexicon": sha256_file(lexicon) if lexicon else None, "calibration": calibration,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def calibration_key(config):
+    """The calibration files (path, sha256; None where missing) and the sample calibrate draws; None: no corpus."""
+    paths = [os.fspath(p) for p in config.data.calibration]
+    if not paths:
+        return None
+    ccfg = config.calibrate
+    return {"files": [[os.path.normpath(p), sha256_file(p) if os.path.isfile(p) else None] for p in paths],
+            "sample": None if ccfg.max_texts is None else [ccfg.max_texts, ccfg.sample_seed]}
+
+
+def calibration_texts(config, progress=noop):
+    """The calibration texts the coverage report counts: data.calibration loaded as calibrate loads it, sampled
+    to calibrate.max_texts with calibrate.sample_seed. None, with a note, where there is no corpus to read."""
+    paths = [os.fspath(p) for p in config.data.calibration]
+    if not paths:
+        progress("  no text:slang-unseen slice: no data.calibration in the config")
+        return None
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        progress("  no text:slang-unseen slice: calibration file {} not found".format(missing[0]))
+        return None
+    try:
+        corpus = load_corpus(paths, config.data.text_column, config.data.label_column, None, "skip")
+    except TrtbuildError as e:
+        progress("  no text:slang-unseen slice: {}".format(e))
+        return None
+    texts = corpus.texts
+    ccfg = config.calibrate
+    if ccfg.max_texts is not None and len(texts) > ccfg.max_texts:
+        keep = sorted(random.Random(ccfg.sample_seed).sample(range(len(texts)), ccfg.max_texts))
+        texts = [texts[i] for i in keep]
+    return texts
+
+
+def slang_tags(texts, lexicon, calibration=None):
+    """(slang, slang_unseen, unseen_terms) for `texts`: bool [N] texts with a lexicon term; bool [N] texts with a
+    term no calibration text uses (None without `calibration` texts); and those terms as (term, kind), lexicon
+    order. Spellings that match alike ("yyds" / "YYDS") are one term, shown in lower case where listed."""
+    groups = OrderedDict()  # normalized spelling -> [spellings], kind of the first
+    for entry in lexicon:
+        groups.setdefault(normalize_term(entry.term), ([], entry.kind))[0].append(entry.term)
+    terms = [(norm if norm in spellings else spellings[0], kind) for norm, (spellings, kind) in groups.items()]
+    matcher = TermMatcher([t for t, _ in terms])
+    found = [matcher.find(t) for t in texts]
+    slang = np.asarray([bool(f) for f in found], dtype=bool)
+    if calibration is None:
+        return slang, None, []
+    seen = set()
+    for text in calibration:
+        seen.update(matcher.find(text))
+    unseen = set().union(*found) - seen if found else set()
+    slang_unseen = np.asarray([bool(f & unseen) for f in found], dtype=bool)
+    return slang, slang_unseen, [terms[i] for i in sorted(unseen)]
 
 
 def _check_files(eval_paths, lexicon):
@@ -155,10 +245,11 @@ def prepare_eval(config, eval_paths=None, progress=noop, show_bar=False):
     wd = WorkDir(config.workdir)
     record = check_export(wd.root)
     eval_paths = [os.fspath(p) for p in (eval_paths or config.data.eval)]
-    lexicon = config.data.lexicon
-    _check_files(eval_paths, lexicon)
+    _check_files(eval_paths, config.data.lexicon)
+    lexicon = resolve_lexicon(config.data.lexicon)  # the packaged one without data.lexicon
     buckets = config.data.usable_buckets(record["max_length"])
-    key = eval_key(record, eval_paths, buckets, config.data.text_column, config.data.label_column, lexicon)
+    key = eval_key(record, eval_paths, buckets, config.data.text_column, config.data.label_column, lexicon,
+                   calibration_key(config))
     path = os.path.join(wd.cache, "verify-{}.npz".format(key))
     if os.path.isfile(path):
         try:
@@ -175,10 +266,11 @@ def _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, prog
 
     corpus = load_corpus(eval_paths, config.data.text_column, config.data.label_column)
     labels = _label_ids(corpus, record["labels"], eval_paths, config.data.label_column)
-    slang = None
-    if lexicon:
-        matcher = TermMatcher([e.term for e in load_lexicon(lexicon)])
-        slang = np.asarray([bool(matcher.find(t)) for t in corpus.texts])
+    slang, slang_unseen, unseen_terms = slang_tags(corpus.texts, load_lexicon(lexicon),
+                                                   calibration_texts(config, progress))
+    progress("  slang slices ({} lexicon): {} of {} texts use a term{}".format(
+        lexicon_source(config.data.lexicon), int(slang.sum()), len(slang), "" if slang_unseen is None else
+        ", {} one the calibration corpus never uses".format(int(slang_unseen.sum()))))
     try:
         tokenizer = wd.load_tokenizer()
     except ImportError:
@@ -201,9 +293,13 @@ def _make_eval(config, wd, record, eval_paths, lexicon, buckets, key, path, prog
               "sources": np.asarray(corpus.sources), "lengths": np.asarray(tok.lengths, dtype=np.int64),
               "buckets": bucket_of, "inputs": np.asarray(record["inputs"]), "baseline": baseline,
               "meta": np.asarray(json.dumps({"format": CACHE_FORMAT, "key": key, "eval": eval_paths,
-                                             "lexicon": lexicon, "onnx_sha256": record["sha256"]["onnx"]}))}
-    if slang is not None:
-        arrays["slang"] = slang
+                                             "lexicon": lexicon_source(config.data.lexicon),
+                                             "calibration": [os.fspath(p) for p in config.data.calibration],
+                                             "onnx_sha256": record["sha256"]["onnx"]}))}
+    arrays["slang"] = slang
+    if slang_unseen is not None:
+        arrays["slang_unseen"] = slang_unseen
+        arrays["unseen_terms"] = np.asarray(unseen_terms, dtype=str).reshape(len(unseen_terms), 2)
     arrays.update(batches_to_arrays(batches, dtype=np.int32))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with contextlib.suppress(OSError):
@@ -227,7 +323,10 @@ def load_eval(path):
                            label_names=[str(x) for x in data["label_names"]], sources=[str(s) for s in data["sources"]],
                            slang=data["slang"] if "slang" in data else None, lengths=data["lengths"],
                            buckets=data["buckets"], batches=batches_from_arrays(data, inputs), input_names=inputs,
-                           baseline=data["baseline"], key=meta["key"], path=path)
+                           baseline=data["baseline"], key=meta["key"], path=path,
+                           slang_unseen=data["slang_unseen"] if "slang_unseen" in data else None,
+                           unseen_terms=[(str(t), str(k)) for t, k in data["unseen_terms"]]
+                           if "unseen_terms" in data else [], lexicon=meta.get("lexicon"))
     except Exception as e:  # a truncated, edited or foreign file
         raise TrtbuildError("eval cache {} is unreadable ({}); delete it and run verify again".format(
             path, first_line(e)[:120])) from None

@@ -2,6 +2,8 @@
 testcase per gate and slice, so CI lists them) and one HTML page with a chart of the drop per slice.
 
 A drop is baseline minus candidate, in percentage points: positive means the candidate is worse.
+`slang_unseen_terms` lists the lexicon terms of the `text:slang-unseen` slice (eval texts with slang the
+calibration corpus never uses), most eval texts first.
 """
 
 import os
@@ -58,6 +60,8 @@ class VerifyReport(Result):
     seconds: float
     device: Optional[str] = None
     paths: Dict[str, str] = field(default_factory=dict)
+    lexicon: Optional[str] = None  # the lexicon of the slang slices: "packaged" or its path
+    slang_unseen_terms: List[dict] = field(default_factory=list)  # [{term, kind, texts}], top 20
 
     def __bool__(self):
         return all(g.passed for g in self.gates)
@@ -88,7 +92,8 @@ class VerifyReport(Result):
             "baseline": self.baseline, "device": self.device, "eval_files": self.eval_files, "texts": self.texts,
             "labels": self.label_names, "passed": bool(self), "exit_code": self.exit_code, "limits": self.limits,
             "gates": [g.__dict__ for g in self.gates], "slices": self.slices, "worst_slices": self.worst,
-            "seconds": self.seconds, "paths": self.paths,
+            "lexicon": self.lexicon, "slang_unseen_terms": self.slang_unseen_terms, "seconds": self.seconds,
+            "paths": self.paths,
         }
 
     def to_junit(self):
@@ -176,7 +181,7 @@ def evaluate(evalset, cand_logits, vcfg, target, candidate, runner_name, baselin
     return VerifyReport(target=target, candidate=candidate, runner=runner_name, baseline=baseline,
                         eval_files=sorted(set(evalset.sources)), texts=len(evalset), label_names=evalset.label_names,
                         limits=limits, slices=slices, gates=gates, worst=worst, seconds=round(seconds, 2),
-                        device=device)
+                        device=device, lexicon=evalset.lexicon, slang_unseen_terms=evalset.slang_unseen_terms())
 
 
 def drop_chart(names, drops, cis, limit_overall, limit_slice):
@@ -200,6 +205,29 @@ def drop_chart(names, drops, cis, limit_overall, limit_slice):
     uri = png_data_uri(fig)
     plt.close(fig)
     return uri
+
+
+def _unseen_html(d):
+    """The section on slang the calibration corpus never saw: the slice's numbers and its terms."""
+    m = d["slices"].get("text:slang-unseen")
+    lexicon = "the lexicon shipped with trtbuild" if d.get("lexicon") == "packaged" else (
+        "<code>{}</code>".format(escape(d["lexicon"])) if d.get("lexicon") else "the lexicon")
+    parts = ["<h2>Slang the calibration never saw</h2>"]
+    if m is None:
+        parts.append("<p>No <code>text:slang-unseen</code> slice: no eval text uses a term of {} that the calibration "
+                     "corpus lacks (or no calibration corpus is configured).</p>".format(lexicon))
+        return "".join(parts)
+    parts.append("<p>Slice <code>text:slang-unseen</code>: {} eval texts use a term of {} that no calibration text "
+                 "uses (INT8 ranges were set without them): macro-F1 drop {:+.2f} pt, {} flipped ({:.1%}).</p>".format(
+                     m["texts"], lexicon, m["macro_f1_drop_pt"], m["flips"], m["flip_rate"]))
+    terms = d.get("slang_unseen_terms") or []
+    if terms:
+        parts.append("<table><tr><th>term</th><th>kind</th><th>eval texts</th></tr>")
+        for t in terms:
+            parts.append('<tr><td>{}</td><td>{}</td><td class="n">{}</td></tr>'.format(
+                escape(t["term"]), escape(t["kind"]), t["texts"]))
+        parts.append("</table>")
+    return "".join(parts)
 
 
 def verify_html(report):
@@ -246,7 +274,9 @@ def verify_html(report):
                          m["candidate"]["macro_f1"], m["macro_f1_drop_pt"],
                          "" if not ci else "{:+.2f} … {:+.2f}".format(ci[0], ci[1]), m["accuracy_drop_pt"],
                          m["flips"], m["flip_rate"], m["logit_max_abs_diff"], m["mean_kl"], bar))
-    parts.append("</table><h2>Largest drops, with texts that flipped</h2>")
+    parts.append("</table>")
+    parts.append(_unseen_html(d))
+    parts.append("<h2>Largest drops, with texts that flipped</h2>")
     for w in d["worst_slices"]:
         parts.append("<h3>{} ({:+.2f} pt, {} of {} texts flipped)</h3>".format(
             escape(w["slice"]), w["macro_f1_drop_pt"], w["flips"], w["texts"]))
