@@ -139,17 +139,23 @@ def export_cmd(checkpoint, workdir, config_path, force, as_json):
 @click.option("--on-bad-utf8", type=click.Choice(["skip", "fail"]), help="Non-UTF-8 lines: skip them (reported) or fail [default: skip].")
 @click.option("--trt-cache", is_flag=True, default=None, help="Also write a TensorRT <= 10 calibration cache.")
 @click.option("--no-eval", is_flag=True, help="Skip the FP32 vs Q/DQ accuracy check at the end.")
-@click.option("--auto-fallback", is_flag=True, default=None,
-              help="If the verify gate fails, keep the most sensitive layers in float, one at a time, until it passes.")
+@click.option("--auto-fallback/--no-fallback", default=None,
+              help="When the held-out calibration texts flip more than calibrate.fallback_target, keep the most "
+                   "sensitive GEMM inputs in float, one at a time [default: on].")
+@click.option("--equalize/--no-equalize", default=None,
+              help="SmoothQuant equalization of the GEMM inputs, exact in FP32 [default: on].")
+@click.option("--smooth-alpha", type=click.FloatRange(0, 1), help="One equalization alpha for every GEMM input [default: searched per tensor].")
 @click.option("--from-scales", is_flag=True, help="Only rebuild model.qdq.onnx from model.onnx + an existing scales.json (e.g. on the GPU machine).")
 @json_option
 def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, batch_size, evals, lexicon,
-                  min_slang_coverage, on_bad_utf8, trt_cache, no_eval, auto_fallback, from_scales, as_json):
+                  min_slang_coverage, on_bad_utf8, trt_cache, no_eval, auto_fallback, equalize, smooth_alpha, from_scales,
+                  as_json):
     """INT8 calibration over a text corpus -> Q/DQ ONNX, scales and a coverage report.
 
-    Runs the exported FP32 ONNX in ONNX Runtime (CPU) over the corpus, writes WORKDIR/model.qdq.onnx,
-    scales.json and coverage.json/.html, then checks the Q/DQ model against the verify gate. Exit 1 when
-    the coverage gate fails, 4 when the fallback search cannot make the accuracy gate pass.
+    Runs the exported FP32 ONNX in ONNX Runtime (CPU) over the corpus (20 % held out to judge the choices),
+    equalizes the GEMM inputs, writes WORKDIR/model.qdq.onnx, scales.json and coverage.json/.html, then
+    checks the Q/DQ model against the verify gate on the eval set. Exit 1 when the coverage gate fails,
+    4 when the accuracy gate fails.
     """
     config = _workdir_config(workdir, config_path)
     if from_scales:
@@ -161,7 +167,7 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
 
     config = _replace(config, "data", eval=tuple(evals) or None, lexicon=lexicon)
     config = _replace(config, "calibrate", min_slang_coverage=min_slang_coverage, max_texts=max_texts,
-                      batch_size=batch_size)
+                      batch_size=batch_size, equalize=equalize, smooth_alpha=smooth_alpha)
     _emit(calibrate_and_check(config, corpus_paths=corpora or None, method=method, exclude=exclude or None,
                               on_bad_utf8=on_bad_utf8, trt_cache=trt_cache, evaluate_qdq=not no_eval,
                               auto_fallback=auto_fallback, progress=_progress, show_bar=not as_json), as_json)

@@ -153,9 +153,17 @@ class CalibrateConfig:
     min_slang_coverage: Optional[float] = None  # gate: share of the eval set's slang the corpus covers
     on_bad_utf8: str = "skip"  # skip | fail
     trt_cache: bool = False  # also write a TensorRT <= 10 calibration cache
-    auto_fallback: bool = False  # when the verify gate fails, un-quantize the most sensitive layers
-    fallback_max_layers: int = 8  # at most this many layers go back to float
-    fallback_texts: int = 128  # eval texts (seeded sample) the per-layer sensitivity is measured on
+    # equalization (SmoothQuant) of every GEMM input, exact in FP32 (calibrate/equalize.py, README "Calibrate")
+    equalize: bool = True
+    smooth_alpha: Optional[float] = None  # one alpha for every GEMM input; None: searched per tensor (smooth_alphas)
+    smooth_alphas: Tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    sample_rows: int = 512  # token rows kept per GEMM input for the alpha search
+    # choices are made on this share of the calibration corpus, held out of the statistics, never on the eval set
+    holdout: float = 0.2
+    sensitivity: bool = True  # per-class runs on the held-out texts for sensitivity.json/.html (~6 model runs)
+    auto_fallback: bool = True  # held-out flips above the target: the most sensitive GEMM inputs go back to float
+    fallback_max_layers: int = 8  # at most this many quantized tensors go back to float
+    fallback_target: Optional[float] = None  # held-out flip rate to reach; None: 80 % of verify.max_flip_rate
 
     def __post_init__(self):
         _check(self.method in METHODS, "method", "must be {} (got {!r})".format(_one_of(METHODS), self.method))
@@ -167,14 +175,23 @@ class CalibrateConfig:
         _at_most(self, "batch_size", 4096, "one ONNX Runtime batch holds every activation of every text")
         _at_most(self, "max_texts", 1000000, "statistics settle long before; calibration is linear in texts")
         _at_most(self, "fallback_max_layers", 1000, "a BERT has a few hundred quantized nodes at most")
-        _at_most(self, "fallback_texts", 100000, "the sensitivity pass runs every node on every one of them")
+        _at_most(self, "sample_rows", 65536, "the alpha search multiplies them by every GEMM weight")
         if self.max_texts is not None:
             _check(self.max_texts >= 1, "max_texts", "must be >= 1 (got {})".format(self.max_texts))
         if self.min_slang_coverage is not None:
             _check(0.0 <= self.min_slang_coverage <= 1.0, "min_slang_coverage",
                    "must be between 0 and 1 (got {})".format(self.min_slang_coverage))
         _check(self.fallback_max_layers >= 1, "fallback_max_layers", "must be >= 1 (got {})".format(self.fallback_max_layers))
-        _check(self.fallback_texts >= 8, "fallback_texts", "must be >= 8 (got {})".format(self.fallback_texts))
+        if self.smooth_alpha is not None:
+            _check(0.0 <= self.smooth_alpha <= 1.0, "smooth_alpha", "must be between 0 and 1 (got {})".format(
+                self.smooth_alpha))
+        _check(len(self.smooth_alphas) >= 1 and all(0.0 <= a <= 1.0 for a in self.smooth_alphas), "smooth_alphas",
+               "must be a non-empty list of values between 0 and 1 (got {})".format(list(self.smooth_alphas)))
+        _check(self.sample_rows >= 16, "sample_rows", "must be >= 16 (got {})".format(self.sample_rows))
+        _check(0.0 <= self.holdout < 0.9, "holdout", "must be in [0, 0.9) (got {})".format(self.holdout))
+        if self.fallback_target is not None:
+            _check(0.0 <= self.fallback_target <= 1.0, "fallback_target",
+                   "must be between 0 and 1 (got {})".format(self.fallback_target))
         _check(self.on_bad_utf8 in ("skip", "fail"), "on_bad_utf8",
                "must be 'skip' or 'fail' (got {!r})".format(self.on_bad_utf8))
 

@@ -78,9 +78,14 @@ def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_p
     result = calibrate_and_check(make_config(work), show_bar=False)
     assert sorted(os.listdir(work)) == ["cache", "calibrate.json", "coverage.html", "coverage.json", "export.json",
                                         "labels.json", "model.onnx", "model.qdq.onnx", "reports", "scales.json",
-                                        "tokenizer"]
+                                        "sensitivity.html", "sensitivity.json", "tokenizer"]
     record = json.load(open(os.path.join(work, "calibrate.json"), encoding="utf-8"))
-    assert set(record["outputs"]) == {"model.qdq.onnx", "scales.json", "coverage.json", "coverage.html"}
+    assert set(record["outputs"]) == {"model.qdq.onnx", "scales.json", "coverage.json", "coverage.html",
+                                      "sensitivity.json", "sensitivity.html"}
+    sens = json.load(open(os.path.join(work, "sensitivity.json"), encoding="utf-8"))
+    assert set(sens["per_class"]) >= {"qkv", "attn_out", "ffn_in", "ffn_out", "attention"}
+    assert len(sens["equalized"]) == result.equalized == 8 and sens["gemm_flops_int8_share"] == 1.0
+    assert all(t["outliers_after"]["ratio"] <= t["outliers_before"]["ratio"] * 1.0001 for t in sens["equalized"])
     assert record["inputs"]["onnx"] == json.load(open(os.path.join(work, "export.json")))["sha256"]["onnx"]
     assert sorted(os.listdir(os.path.join(work, "reports"))) == ["verify-qdq.html", "verify-qdq.json", "verify-qdq.xml"]
     qdq = onnx.load(result.qdq_onnx)
@@ -101,7 +106,9 @@ def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_p
     scales = json.load(open(result.scales, encoding="utf-8"))
     assert scales["format"] == "trtbuild-scales/1" and scales["method"] == "entropy"
     assert scales["histogram"]["bins"] == 2048
-    assert scales["corpus"]["texts"] == 330 and len(scales["corpus"]["sha256"]) == 64
+    # 20 % of the 330 calibration texts are held out to judge the choices (equalization, fallback)
+    assert scales["corpus"]["texts"] == 264 and scales["corpus"]["held_out"] == 66
+    assert len(scales["corpus"]["sha256"]) == 64 and scales["held_out"]["texts"] == 66
     for info in scales["activations"].values():
         assert 0 < info["amax"] <= info["max_abs"] * 1.0001
 
@@ -112,6 +119,12 @@ def test_deterministic_and_independent_of_batch_size(zh_export, tmp_path):
         work = fresh_copy(zh_export, tmp_path / "w{}".format(i))
         calibrate(make_config(work, batch_size=batch), show_bar=False)
         digests.append((sha(os.path.join(work, "scales.json")), sha(os.path.join(work, "model.qdq.onnx"))))
+        if i == 0:
+            first = json.load(open(os.path.join(work, "scales.json"), encoding="utf-8"))
+        elif digests[i] != digests[0]:
+            other = json.load(open(os.path.join(work, "scales.json"), encoding="utf-8"))
+            diff = [k for k in first if first[k] != other.get(k)]
+            assert not diff, (i, diff, [(first[k], other.get(k)) for k in diff][:1])
     assert digests[0] == digests[1] == digests[2]
 
 

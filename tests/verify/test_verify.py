@@ -1,6 +1,6 @@
 """`trtbuild verify` on a real tiny model that was trained a little (so its predictions depend on the text):
 metrics by hand, slices, the gate and its exit codes, reports, the cache the GPU side reads, bad inputs,
-and the auto-fallback search of `trtbuild calibrate`."""
+and the fallback of `trtbuild calibrate`."""
 
 import json
 import os
@@ -32,7 +32,8 @@ LEXICON = os.path.join(DATA, "lexicon", "slang_lexicon.tsv")
 def make_config(workdir, calibrate_options=None, **verify_options):
     data = DataConfig(buckets=(16, 32, 64), calibration=(SLANG_CAL,), eval=(SLANG_EVAL,), lexicon=LEXICON)
     config = with_overrides(default_config("zh"), workdir=workdir).replace(data=data)
-    config = config.replace(calibrate=CalibrateConfig(method="percentile", percentile=99.99, **(calibrate_options or {})))
+    options = dict({"method": "percentile", "percentile": 99.99}, **(calibrate_options or {}))
+    config = config.replace(calibrate=CalibrateConfig(**options))
     return config.replace(verify=VerifyConfig(**verify_options))
 
 
@@ -256,38 +257,38 @@ def test_bad_candidates(work, tmp_path, tiny_checkpoint_no_token_types):
 
 
 # ---------------------------------------------------------------------------------------------
-# calibrate --auto-fallback
+# calibrate's fallback: decided on held-out calibration texts, judged by verify on the eval set
 
-def test_auto_fallback_keeps_sensitive_layers_in_float_until_the_gate_passes(work):
-    # percentile 60 clips nearly every activation: the gate fails, and only float layers bring it back
-    config = make_config(work, {"auto_fallback": True, "fallback_max_layers": 14, "fallback_texts": 64},
-                         max_flip_rate=0.02)
-    config = config.replace(calibrate=CalibrateConfig(method="percentile", percentile=60.0, auto_fallback=True,
-                                                      fallback_max_layers=14, fallback_texts=64,
-                                                      quantize_attention=False))  # the 14 GEMMs only
+def test_fallback_keeps_sensitive_tensors_in_float_until_the_held_out_target(work):
+    # percentile 60 clips nearly every activation: the held-out texts flip, and only float tensors bring them back
+    config = make_config(work, {"auto_fallback": True, "fallback_max_layers": 14, "fallback_target": 0.02,
+                                "quantize_residual": True, "percentile": 51.0, "equalize": False, "holdout": 0.5})
     result = calibrate_and_check(config, show_bar=False)
     fb = result.fallback
-    assert fb is not None and fb["passed"], fb
-    assert fb["start"]["flip_rate"] > 0.02
-    assert 1 <= len(fb["unquantized"]) == len(fb["steps"]) <= 14 and fb["quantized_nodes"] == 14
-    assert fb["steps"][-1]["passed"] and not any(s["passed"] for s in fb["steps"][:-1])
-    ranked = [s["node"] for s in fb["sensitivity"]]
-    assert fb["unquantized"] == ranked[:len(fb["unquantized"])]  # most sensitive first
-    assert result.verify["passed"] and result.quantized_nodes == 14 - len(fb["unquantized"])
+    assert fb is not None and fb["passed"], (fb, result.held_out, result.equalized)
+    assert fb["start"]["flip_rate"] > 0.02 and fb["final"]["flip_rate"] <= 0.02
+    assert fb["final"] == result.held_out
+    assert 1 <= len(fb["float_tensors"]) == len(fb["steps"]) <= 14
+    ranked = [r["tensor"] for r in fb["ranking"]]
+    assert fb["float_tensors"] == ranked[:len(fb["float_tensors"])]  # most sensitive first
+    assert set(fb["per_class"]) >= {"qkv", "ffn_in", "ffn_out"}  # only-this-class runs point at the cause
+    assert 0 < fb["gemm_flops_float_share"] < 1
     scales = json.load(open(result.scales, encoding="utf-8"))
-    assert set(fb["unquantized"]) <= set(scales["excluded_nodes"]) and scales["fallback"]["passed"]
+    assert set(fb["float_nodes"]) <= set(scales["excluded_nodes"]) and scales["fallback"]["passed"]
+    assert scales["held_out"]["texts"] == fb["final"]["texts"] > 0
     before = open(result.qdq_onnx, "rb").read()
     qdq_from_scales(work)  # the GPU side rebuilds exactly this model from scales.json
     assert open(result.qdq_onnx, "rb").read() == before
 
 
-def test_auto_fallback_that_runs_out_of_budget_exits_4(work, tmp_path):
+def test_fallback_that_runs_out_of_budget_says_so_and_the_gate_exits_4(work, tmp_path):
     config = write_yaml(tmp_path, work, "verify: {max_flip_rate: 0.0, max_f1_drop: 0.0, max_slice_f1_drop: 0.0}\n")
     config_text = open(config, encoding="utf-8").read().replace(
         "calibrate: {method: percentile, percentile: 99.99}",
-        "calibrate: {method: percentile, percentile: 60.0, fallback_max_layers: 1, fallback_texts: 32}")
+        "calibrate: {method: percentile, percentile: 60.0, fallback_max_layers: 1, fallback_target: 0.0}")
     with open(config, "w", encoding="utf-8") as f:
         f.write(config_text)
-    result = invoke("calibrate", "-c", config, "--auto-fallback")
+    result = invoke("calibrate", "-c", config)
     assert result.exit_code == 4, result.output
-    assert "fallback: 1 node(s) kept in float and the gate still fails (budget 1)" in result.stdout
+    assert "fallback: 1 tensor(s) kept in float" in result.stdout
+    assert "and the held-out target 0.00% is still missed (budget 1)" in result.stdout

@@ -28,9 +28,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from trtbuild import __version__
-from trtbuild._util import Result, noop
+from trtbuild._util import Result, first_line, noop
+from trtbuild.calibrate.equalize import apply_equalization, equalizations_from_scales
 from trtbuild.errors import TrtbuildError
-from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, QDQ_NAME, SCALES_NAME, \
+from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, QDQ_NAME, SCALES_NAME, SENSITIVITY_HTML, \
+    SENSITIVITY_JSON, \
     StagedOutputs, WorkDir, atomic_write_json, atomic_write_text, check_amax, check_export, locked, read_scales, \
     sha256_file
 
@@ -218,14 +220,17 @@ def scales_document(base, plan, exclude, ccfg, act_amax, w_amax, stats):
     return scales
 
 
-def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=False, keep=()):
+def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=False, keep=(), qmodel=None,
+                      sensitivity=None):
     """Stage model.qdq.onnx, scales.json (+ coverage.json/.html, the TensorRT cache) and commit them as one unit
     with calibrate.json (its `inputs`: the hashes they were made from) written last. Outputs of an earlier
-    calibrate that this one does not make are removed, unless named in `keep`."""
+    calibrate that this one does not make are removed, unless named in `keep`. `qmodel`: the graph the plan is
+    for (the equalized one), default `model`."""
     import onnx
 
+    qmodel = model if qmodel is None else qmodel
     act_amax = {name: a["amax"] for name, a in scales["activations"].items()}
-    qdq = build_qdq_model(model, plan, act_amax, weight_amax(model, plan))
+    qdq = build_qdq_model(qmodel, plan, act_amax, weight_amax(qmodel, plan))
     onnx.checker.check_model(qdq)
     with StagedOutputs(wd.root, "calibrate") as staged:
         onnx.save(qdq, staged.path(QDQ_NAME))
@@ -236,9 +241,15 @@ def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=
             write_coverage(coverage, staged.dir)
         if trt_cache:
             atomic_write_text(staged.path(CACHE_NAME), trt_calibration_cache(act_amax))
+        if sensitivity is not None:
+            from trtbuild.calibrate.report import sensitivity_html
+
+            atomic_write_json(staged.path(SENSITIVITY_JSON), sensitivity)
+            atomic_write_text(staged.path(SENSITIVITY_HTML), sensitivity_html(sensitivity))
         record = {"format": CALIBRATE_FORMAT, "trtbuild": __version__, "inputs": inputs,
                   "placement": scales["placement"], "quantized_nodes": len(plan.quantized_nodes)}
-        clear = [n for n in (CACHE_NAME, COVERAGE_JSON, COVERAGE_HTML) if n not in keep]
+        clear = [n for n in (CACHE_NAME, COVERAGE_JSON, COVERAGE_HTML, SENSITIVITY_JSON, SENSITIVITY_HTML)
+                 if n not in keep]
         if keep:
             record["outputs"] = {n: sha256_file(wd.path(n)) for n in keep if os.path.isfile(wd.path(n))}
         staged.commit(wd.calibrate_json, record, clear=clear)
@@ -270,7 +281,13 @@ def qdq_from_scales(workdir, progress=noop):
         scales = read_scales(wd, record)
         model = load_onnx(wd.onnx, "trtbuild export CHECKPOINT -o {} --force".format(wd.root))
         placement = scales["placement"]
-        plan = plan_qdq(model, exclude=tuple(placement.get("exclude", ())),
+        try:
+            equalizations = equalizations_from_scales(scales)
+            qmodel = apply_equalization(model, equalizations) if equalizations else model
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrtbuildError("{}: its equalization record does not fit {} ({}); run `trtbuild calibrate {}`".format(
+                wd.scales, wd.onnx, first_line(e), wd.root))
+        plan = plan_qdq(qmodel, exclude=tuple(placement.get("exclude", ())),
                         quantize_residual=placement.get("quantize_residual", False),
                         quantize_attention=placement.get("quantize_attention", False))
         if sorted(plan.activations) != sorted(scales["activations"]):
@@ -278,7 +295,8 @@ def qdq_from_scales(workdir, progress=noop):
                 wd.scales, wd.onnx, wd.root))
         inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"].get("tokenizer"),
                   "scales": sha256_file(wd.scales), "from_scales": True}
-        write_calibration(wd, model, plan, scales, inputs, keep=(COVERAGE_JSON, COVERAGE_HTML, CACHE_NAME))
+        write_calibration(wd, model, plan, scales, inputs, qmodel=qmodel,
+                          keep=(COVERAGE_JSON, COVERAGE_HTML, CACHE_NAME, SENSITIVITY_JSON, SENSITIVITY_HTML))
     progress("rebuilt {} from {} ({} activations, {} weights)".format(wd.qdq_onnx, wd.scales, len(scales["activations"]),
                                                                       len(plan.weights)))
     return QdqRebuilt(wd.qdq_onnx, wd.scales, len(scales["activations"]), len(plan.weights))
