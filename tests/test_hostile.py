@@ -486,6 +486,18 @@ CASES = [
          chain(work(C), in_work("scales.json", lambda s: dict(s, activations=dict(sorted(s["activations"].items())[1:])))),
          FROM_SCALES, 1, "does not match the Q/DQ placement"),
 
+    Case("from-scales-equalization-not-a-mapping",
+         chain(work(C), in_work("scales.json", lambda s: dict(s, equalization=[1, 2]))), FROM_SCALES, 1, "equalization"),
+    Case("from-scales-equalization-negative-factor",
+         chain(work(C), in_work("scales.json", lambda s: dict(s, equalization={"tensors": [dict(
+             s["equalization"]["tensors"][0], factors=[-1.0] * len(s["equalization"]["tensors"][0]["factors"]))]}))),
+         FROM_SCALES, 1, "equalization"),
+    Case("from-scales-with-no-equalize", work(C), FROM_SCALES + ["--no-equalize"], 1, "cannot change it"),
+    Case("calibrate-smooth-alpha-without-equalization", work(), CAL + ["--smooth-alpha", "0.8", "--no-equalize"], 1,
+         "cannot go with --no-equalize"),
+    Case("calibrate-smooth-alpha-above-1", work(), CAL + ["--smooth-alpha", "1.5"], 2, "--smooth-alpha"),
+    Case("calibrate-trt-cache-with-equalization", work(), CAL + ["--trt-cache"], 1, "--no-equalize"),
+
     # --- verify
     Case("verify-no-eval-configured", work(C), ["verify", "{W}", "-c", "{cfg}"], 1, "no eval set"),
     Case("verify-eval-missing", work(C), ["verify", "{W}", "-c", "{cfg}", "--eval", "{T}/nope.jsonl"], 1, "not found"),

@@ -17,7 +17,7 @@ import click
 from trtbuild import __version__
 from trtbuild._util import Group
 from trtbuild.config import BACKENDS, METHODS, default_config, load_config, with_overrides
-from trtbuild.errors import ConfigError
+from trtbuild.errors import ConfigError, TrtbuildError
 from trtbuild.workdir import dumps_json
 
 
@@ -158,8 +158,16 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
     4 when the accuracy gate fails.
     """
     config = _workdir_config(workdir, config_path)
+    if smooth_alpha is not None and equalize is False:
+        raise TrtbuildError("--smooth-alpha sets the equalization alpha; it cannot go with --no-equalize")
     if from_scales:
         from trtbuild.calibrate.qdq import qdq_from_scales
+
+        given = [f for f, v in (("--equalize/--no-equalize", equalize), ("--smooth-alpha", smooth_alpha),
+                                ("--auto-fallback/--no-fallback", auto_fallback)) if v is not None]
+        if given:
+            raise TrtbuildError("--from-scales rebuilds exactly what scales.json records; {} cannot change it (drop "
+                                "it, or calibrate again)".format(", ".join(given)))
 
         _emit(qdq_from_scales(config.workdir, progress=_progress), as_json)
         return

@@ -104,7 +104,7 @@ def test_calibrate_writes_a_qdq_model_that_runs_and_stays_close(zh_export, tmp_p
     assert np.abs(got - ref).max() < 0.1 * (np.abs(ref).max() + 1e-3) + 0.02
     assert result.accuracy["qdq"]["texts"] == 330
     scales = json.load(open(result.scales, encoding="utf-8"))
-    assert scales["format"] == "trtbuild-scales/1" and scales["method"] == "entropy"
+    assert scales["format"] == "trtbuild-scales/2" and scales["method"] == "entropy"
     assert scales["histogram"]["bins"] == 2048
     # 20 % of the 330 calibration texts are held out to judge the choices (equalization, fallback)
     assert scales["corpus"]["texts"] == 264 and scales["corpus"]["held_out"] == 66
@@ -180,7 +180,7 @@ def test_cli_calibrate(zh_export, tmp_path):
     work = fresh_copy(zh_export, tmp_path / "w")
     corpus = tmp_path / "c.txt"
     corpus.write_text("蚌埠住了，笑死我了😂\nyyds！绝绝子\n今天又破防了\n躺平了家人们\n" * 3, encoding="utf-8")
-    result = CliRunner().invoke(cli, ["calibrate", work, "--corpus", str(corpus), "--trt-cache", "--no-eval"],
+    result = CliRunner().invoke(cli, ["calibrate", work, "--corpus", str(corpus), "--trt-cache", "--no-equalize", "--no-eval"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("calibrated 12 texts by entropy in ")

@@ -268,9 +268,10 @@ def test_fallback_keeps_sensitive_tensors_in_float_until_the_held_out_target(wor
     assert fb is not None and fb["passed"], (fb, result.held_out, result.equalized)
     assert fb["start"]["flip_rate"] > 0.02 and fb["final"]["flip_rate"] <= 0.02
     assert fb["final"] == result.held_out
-    assert 1 <= len(fb["float_tensors"]) == len(fb["steps"]) <= 14
+    assert 1 <= len(fb["float_tensors"]) == sum(s["kept"] for s in fb["steps"]) <= 14
     ranked = [r["tensor"] for r in fb["ranking"]]
-    assert fb["float_tensors"] == ranked[:len(fb["float_tensors"])]  # most sensitive first
+    assert [t for t in ranked if t in fb["float_tensors"]] == fb["float_tensors"]  # most sensitive first
+    assert all(r["kl_gain"] > 0 for r in fb["ranking"])
     assert set(fb["per_class"]) >= {"qkv", "ffn_in", "ffn_out"}  # only-this-class runs point at the cause
     assert 0 < fb["gemm_flops_float_share"] < 1
     scales = json.load(open(result.scales, encoding="utf-8"))
@@ -285,10 +286,11 @@ def test_fallback_that_runs_out_of_budget_says_so_and_the_gate_exits_4(work, tmp
     config = write_yaml(tmp_path, work, "verify: {max_flip_rate: 0.0, max_f1_drop: 0.0, max_slice_f1_drop: 0.0}\n")
     config_text = open(config, encoding="utf-8").read().replace(
         "calibrate: {method: percentile, percentile: 99.99}",
-        "calibrate: {method: percentile, percentile: 60.0, fallback_max_layers: 1, fallback_target: 0.0}")
+        "calibrate: {method: percentile, percentile: 51.0, fallback_max_layers: 1, fallback_target: 0.01, "
+        "quantize_residual: true, equalize: false, holdout: 0.5}")
     with open(config, "w", encoding="utf-8") as f:
         f.write(config_text)
     result = invoke("calibrate", "-c", config)
     assert result.exit_code == 4, result.output
     assert "fallback: 1 tensor(s) kept in float" in result.stdout
-    assert "and the held-out target 0.00% is still missed (budget 1)" in result.stdout
+    assert "and the held-out target 1.00% is still missed (budget 1)" in result.stdout

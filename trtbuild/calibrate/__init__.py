@@ -243,6 +243,9 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
     max_texts = max_texts if max_texts is not None else ccfg.max_texts
     on_bad_utf8 = on_bad_utf8 or ccfg.on_bad_utf8
     trt_cache = ccfg.trt_cache if trt_cache is None else trt_cache
+    if trt_cache and ccfg.equalize:
+        raise TrtbuildError("--trt-cache describes model.onnx's own tensors, but equalization (on by default) "
+                            "calibrates an equalized graph: build from model.qdq.onnx, or add --no-equalize")
     if auto_fallback is not None and auto_fallback != ccfg.auto_fallback:
         config = config.replace(calibrate=dataclasses.replace(ccfg, auto_fallback=auto_fallback))
     paths = list(corpus_paths or config.data.calibration)
@@ -286,8 +289,8 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         progress("  {} held out to judge the choices (calibrate.holdout {:g}); statistics from the other {}".format(
             len(held_out), ccfg.holdout, len(texts)))
     elif ccfg.holdout > 0:
-        progress("  warning: too few texts to hold {:.0%} out (< {} texts): no held-out check, no fallback".format(
-            ccfg.holdout, MIN_HOLDOUT))
+        progress("  warning: too few texts to hold {:.0%} out ({} held-out texts at least): no held-out check, no "
+                 "fallback".format(ccfg.holdout, MIN_HOLDOUT))
     progress("  {} texts; per bucket {}; {} longer than {} tokens (truncated)".format(
         len(texts), ", ".join("{}: {}".format(b, len(r)) for b, r in sorted(tok.buckets.items())),
         tok.truncated, buckets[-1]))
@@ -348,7 +351,12 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         progress("  held-out calibration texts ({}): {:.2%} flips against FP32, mean KL {:.3g}".format(
             len(held_out), judged["flip_rate"], judged["mean_kl"]))
         target = ccfg.fallback_target if ccfg.fallback_target is not None else 0.8 * config.verify.max_flip_rate
-        if ccfg.auto_fallback and judged["flip_rate"] > target:
+        resolvable = 1.0 / len(held_out) <= target
+        if ccfg.auto_fallback and judged["flip_rate"] > target and not resolvable:
+            progress("  warning: one flip in {} held-out texts is already above the fallback target {:.2%}: no fallback "
+                     "search (give more calibration texts, or raise calibrate.fallback_target)".format(
+                         len(held_out), target))
+        if ccfg.auto_fallback and judged["flip_rate"] > target and resolvable:
             fallback = fallback_search(qmodel, plan, act_amax, w_amax, judge, target, ccfg.fallback_max_layers,
                                        classes=gemm_inputs(qmodel, plan), progress=progress)
             if fallback["float_tensors"]:
@@ -362,7 +370,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
             per_class = fallback["per_class"]
         elif ccfg.sensitivity:
             per_class = class_report(qmodel, plan, act_amax, w_amax, judge, gemm_inputs(qmodel, plan), progress)
-    flops = gemm_flops(qmodel, plan_for(qmodel, (), ccfg))
+    flops = gemm_flops(qmodel)  # every weighted GEMM: the total both FLOP shares are taken of
     int8_share = sum(flops.get(n, 0) for n in plan.quantized_nodes) / float(sum(flops.values()) or 1)
     sensitivity = sensitivity_document(judged, per_class, equalizations, chmax, fallback, round(int8_share, 4),
                                        len(flops), {"holdout": ccfg.holdout, "equalize": ccfg.equalize,

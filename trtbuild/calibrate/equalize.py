@@ -65,6 +65,8 @@ def gemm_inputs(model, plan):
             else:
                 other = True
         prod = producer.get(tensor)
+        if prod is not None and prod.op_type == "Mul" and prod.input[-1].endswith("_smooth_inv"):
+            prod = producer.get(prod.input[0])  # an equalized graph: classify by what the Mul scales
         layer = next((_layer_of(n) for n, _ in uses if _layer_of(n) is not None), None)
         if not weights:
             klass = "attention" if all(nodes[n].op_type == "MatMul" for n, _ in uses) else "other"
@@ -108,6 +110,8 @@ def _fold_target(graph, tensor, inits):
     def perm(node):
         return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
 
+    if not single_use(tensor):  # every reader of the context would see context / s
+        return None
     r1 = only(tensor, "Reshape")
     t1 = r1 is not None and single_use(r1.input[0]) and only(r1.input[0], "Transpose")
     if not t1 or perm(t1) != [0, 2, 1, 3]:
@@ -252,37 +256,33 @@ def apply_equalization(model, equalizations):
     mul_before = {}  # first consumer node name -> [Mul nodes to insert before it]
     for eq in equalizations:
         s = eq.factors.astype(np.float32)
-        gemms = [n.name for n in graph.node if n.op_type == "MatMul" and n.input and n.input[0] == eq.tensor]
-        for w in eq.weights:
+        weights = list(dict.fromkeys(eq.weights))  # a weight two GEMMs share is scaled once
+        gemms = [n.name for n in graph.node
+                 if n.op_type == "MatMul" and len(n.input) == 2 and n.input[0] == eq.tensor and n.input[1] in weights]
+        if not gemms:
+            raise ValueError("no GEMM reads {} with the weights {}".format(eq.tensor, eq.weights))
+        for w in weights:
             rescale(w, lambda a: a * s[:, None], gemms)
         if eq.mode == "fold":
-            rescale(eq.fold["weight"], lambda a: a / s[None, :], [eq.fold["matmul"]])
-            bias_input = eq.fold.get("bias_input", eq.fold["bias"])
-            if bias_input != eq.fold["bias"]:  # the Add reads an Identity of a shared bias: give it its own
+            mm, add = nodes[eq.fold["matmul"]], nodes[eq.fold["add"]]
+            rescale(mm.input[1], lambda a: a / s[None, :], [mm.name])  # its current name (an earlier copy, maybe)
+            idx = next(i for i, inp in enumerate(add.input) if inp != mm.output[0])
+            if add.input[idx] in inits:
+                rescale(add.input[idx], lambda a: a / s, [add.name])
+            else:  # the Add reads an Identity of a shared bias: give it its own
                 arr = numpy_helper.to_array(inits[eq.fold["bias"]]).astype(np.float32) / s
                 new = "{}_eq_{}".format(eq.fold["bias"], len(inits))
                 graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32), new))
                 inits[new] = graph.initializer[-1]
-                add = nodes[eq.fold["add"]]
-                for i, inp in enumerate(add.input):
-                    if inp == bias_input:
-                        add.input[i] = new
-            else:
-                rescale(eq.fold["bias"], lambda a: a / s, [eq.fold["add"]])
+                add.input[idx] = new
             continue
         inv_name = eq.tensor.replace("/", "_").replace(":", "_").strip("_") + "_smooth_inv"
         graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv_name))
         out = eq.quantized_tensor
         mul = helper.make_node("Mul", [eq.tensor, inv_name], [out], name=inv_name.replace("_inv", "_Mul"))
-        weights = set(eq.weights)
-        first = None
-        for node in graph.node:
-            if node.op_type == "MatMul" and node.input and node.input[0] == eq.tensor and node.input[1] in weights:
-                node.input[0] = out
-                first = first or node.name
-        if first is None:
-            raise ValueError("no GEMM reads {} with the weights {}".format(eq.tensor, eq.weights))
-        mul_before.setdefault(first, []).append(mul)
+        for name in gemms:  # rewired by node, whatever its weight is called now
+            nodes[name].input[0] = out
+        mul_before.setdefault(gemms[0], []).append(mul)
     if mul_before:
         nodes = []
         for node in graph.node:
@@ -295,7 +295,10 @@ def apply_equalization(model, equalizations):
 
 def equalizations_from_scales(scales):
     """The equalizations a scales.json records ([] when it has none)."""
-    return [Equalization.from_dict(d) for d in (scales.get("equalization") or {}).get("tensors", [])]
+    record = scales.get("equalization") or {}
+    if not isinstance(record, dict) or not isinstance(record.get("tensors", []), list):
+        raise ValueError("its equalization record is malformed")
+    return [Equalization.from_dict(d) for d in record.get("tensors", [])]
 
 
 def local_error(x, weights, s, amax):

@@ -284,7 +284,7 @@ def qdq_from_scales(workdir, progress=noop):
         try:
             equalizations = equalizations_from_scales(scales)
             qmodel = apply_equalization(model, equalizations) if equalizations else model
-        except (KeyError, TypeError, ValueError) as e:
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise TrtbuildError("{}: its equalization record does not fit {} ({}); run `trtbuild calibrate {}`".format(
                 wd.scales, wd.onnx, first_line(e), wd.root))
         plan = plan_qdq(qmodel, exclude=tuple(placement.get("exclude", ())),

@@ -21,16 +21,18 @@ from trtbuild.calibrate.qdq import QdqPlan, build_qdq_model
 MAX_TENSOR_RUNS = 24  # per-tensor scoring runs of the fallback (the most sensitive classes first)
 
 
-def gemm_flops(model, plan):
-    """{quantized node: 2*in*out multiply-adds per token} for the GEMMs with a weight initializer."""
+def gemm_flops(model, plan=None):
+    """{node: 2*in*out multiply-adds per token} of the GEMMs with a weight initializer: those `plan` quantizes, or
+    with no plan every one in the graph (the total the FLOP shares are taken of)."""
     inits = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node}
+    wanted = None if plan is None else set(plan.quantized_nodes)
     out = {}
-    for name in plan.quantized_nodes:
-        node = nodes.get(name)
-        w = next((i for i in (node.input if node is not None else ()) if i in inits), None)
-        if node is not None and node.op_type in ("MatMul", "Gemm") and w is not None and len(inits[w].dims) == 2:
-            out[name] = 2 * int(inits[w].dims[0]) * int(inits[w].dims[1])
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or (wanted is not None and node.name not in wanted):
+            continue
+        w = next((i for i in node.input if i in inits and len(inits[i].dims) == 2), None)
+        if w is not None:
+            out[node.name] = 2 * int(inits[w].dims[0]) * int(inits[w].dims[1])
     return out
 
 
@@ -94,22 +96,25 @@ def fallback_search(qmodel, plan, act_amax, w_amax, judge, target, budget, class
         model, _ = _variant(qmodel, plan, [t], act_amax, w_amax)
         score = judge.score(model)
         gains.append((first["mean_kl"] - score["mean_kl"], t, score))
-    ranked = sorted(gains, key=lambda g: -g[0])
-    flops = gemm_flops(qmodel, plan)
+    ranked = sorted((g for g in gains if g[0] > 0), key=lambda g: -g[0])  # only what helps on its own
+    flops = gemm_flops(qmodel)
     total = float(sum(flops.values())) or 1.0
     chosen, steps, final = [], [], first
-    for gain, t, _ in ranked[:budget]:
-        if final["flip_rate"] <= target:
+    for gain, t, _ in ranked:
+        if final["flip_rate"] <= target or len(chosen) >= budget:
             break
-        chosen.append(t)
-        model, nodes = _variant(qmodel, plan, chosen, act_amax, w_amax)
-        final = judge.score(model)
+        model, nodes = _variant(qmodel, plan, chosen + [t], act_amax, w_amax)
+        score = judge.score(model)
+        kept = (score["flips"], score["mean_kl"]) < (final["flips"], final["mean_kl"])
         share = sum(flops.get(n, 0) for n in nodes) / total
         steps.append({"float_tensor": t, "class": classes.get(t, {}).get("class"), "layer": classes.get(t, {})
-                      .get("layer"), "kl_gain": gain, "float_tensors": len(chosen), "flip_rate": final["flip_rate"],
-                      "mean_kl": final["mean_kl"], "gemm_flops_float_share": share})
-        progress("  float {:>2}: {:<60} held-out flips {:.2%}, GEMM FLOPs in float {:.1%}".format(
-            len(chosen), t, final["flip_rate"], share))
+                      .get("layer"), "kl_gain": gain, "kept": kept, "flip_rate": score["flip_rate"],
+                      "mean_kl": score["mean_kl"], "gemm_flops_float_share": share})
+        progress("  float {:<60} held-out flips {:.2%}, GEMM FLOPs in float {:.1%}{}".format(
+            t, score["flip_rate"], share, "" if kept else " (no better: back to INT8)"))
+        if kept:  # a step that does not lower flips (or, at equal flips, KL) is undone
+            chosen.append(t)
+            final = score
     _, nodes = _variant(qmodel, plan, chosen, act_amax, w_amax)
     return {"target": target, "budget": budget, "start": first, "final": final, "passed": final["flip_rate"] <= target,
             "per_class": per_class, "ranking": [{"tensor": t, "class": classes.get(t, {}).get("class"),
