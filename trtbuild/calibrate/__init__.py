@@ -182,6 +182,7 @@ class CalibrateResult(Result):
     held_out: Optional[dict] = None  # agreement of the final Q/DQ model with FP32 on the held-out calibration texts
     gemm_flops_int8_share: Optional[float] = None  # share of the GEMM FLOPs (weights) that stay INT8
     sensitivity_json: Optional[str] = None
+    timings: Optional[Dict[str, float]] = None  # seconds per stage (corpus, coverage, equalization, statistics, ...)
 
     def to_dict(self):
         d = asdict(self)
@@ -194,8 +195,9 @@ class CalibrateResult(Result):
         return EXIT_GATE if self.verify is not None and not self.verify["passed"] else EXIT_OK
 
     def summary(self):
-        lines = ["calibrated {} texts by {} in {:.1f} s (statistics {:.1f} s); {} truncated".format(
-            self.texts, self.method, self.seconds, self.calibration_seconds, self.truncated),
+        lines = ["calibrated {} texts by {} in {:.1f} s ({}); {} truncated".format(
+            self.texts, self.method, self.seconds, ", ".join("{} {:.1f} s".format(k, v) for k, v in
+                                                             (self.timings or {}).items()), self.truncated),
             "  {:<14} {}".format("Q/DQ ONNX", self.qdq_onnx),
             "  {:<14} {} ({} activations per tensor, {} weights per channel, {} nodes quantized)".format(
                 "scales", self.scales, self.activations, self.weights, self.quantized_nodes)]
@@ -295,6 +297,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         len(texts), ", ".join("{}: {}".format(b, len(r)) for b, r in sorted(tok.buckets.items())),
         tok.truncated, buckets[-1]))
 
+    timings = {"corpus": time.perf_counter() - start}
     progress("[2/5] coverage of the corpus against the slang lexicon and the eval set")
     coverage = None
     eval_corpus = None
@@ -313,6 +316,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         raise CoverageGateError(coverage.failure_message() + "; widen the calibration corpus (details in {})"
                                 .format(html))
 
+    timings["coverage"] = time.perf_counter() - start - sum(timings.values())
     progress("[3/5] activation statistics with ONNX Runtime (CPU)")
     model = load_onnx(wd.onnx, "trtbuild export CHECKPOINT -o {} --force".format(wd.root))
     plan = plan_for(model, exclude, ccfg)
@@ -324,6 +328,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
     if ccfg.equalize:
         equalizations, alpha_search, chmax = _equalize(model, plan, ccfg, tok, input_names, batch_size, pad_id, show_bar,
                                                      progress)
+    timings["equalization"] = time.perf_counter() - t_stats
     qmodel = apply_equalization(model, equalizations) if equalizations else model
     plan = plan_for(qmodel, exclude, ccfg)
     bar = progress_bar(len(texts), "statistics" if equalizations else "calibrating") if show_bar else None
@@ -342,6 +347,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
     w_amax = weight_amax(qmodel, plan)
     stats = {name: (float(h.max_abs), int(h.count)) for name, h in hists.items()}
     calibration_seconds = time.perf_counter() - t_stats
+    timings["statistics"] = calibration_seconds - timings["equalization"]
 
     judged = fallback = per_class = None
     if held_out:
@@ -376,6 +382,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
                                        len(flops), {"holdout": ccfg.holdout, "equalize": ccfg.equalize,
                                                     "smooth_alpha": ccfg.smooth_alpha, "method": method})
 
+    timings["held_out"] = time.perf_counter() - start - sum(timings.values())
     progress("[5/5] writing {}, {}".format(os.path.basename(wd.qdq_onnx), os.path.basename(wd.scales)))
     scales = {
         "format": SCALES_FORMAT, "trtbuild": __version__, "method": method, "options": options,
@@ -394,6 +401,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
               "corpus": scales["corpus"]["sha256"], "texts": len(all_texts)}
     qdq_path = write_calibration(wd, model, plan, scales, inputs, coverage=coverage, trt_cache=trt_cache,
                                  qmodel=qmodel, sensitivity=sensitivity)
+    timings["write"] = time.perf_counter() - start - sum(timings.values())
     cache_path = wd.calibration_cache if trt_cache else None
     cov_json, cov_html = (wd.coverage_json, wd.coverage_html) if coverage is not None else (None, None)
 
@@ -404,5 +412,5 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
         activations=len(plan.activations), weights=len(plan.weights), quantized_nodes=len(plan.quantized_nodes),
         excluded_nodes=plan.excluded_nodes, seconds=round(time.perf_counter() - start, 2),
         calibration_seconds=round(calibration_seconds, 2), equalized=len(equalizations), held_out=judged,
-        fallback=fallback, gemm_flops_int8_share=round(int8_share, 4), sensitivity_json=wd.path(SENSITIVITY_JSON),
+        fallback=fallback, timings={k: round(v, 1) for k, v in timings.items()}, gemm_flops_int8_share=round(int8_share, 4), sensitivity_json=wd.path(SENSITIVITY_JSON),
         coverage=coverage.to_dict() if coverage is not None else None)

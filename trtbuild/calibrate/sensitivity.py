@@ -18,7 +18,7 @@ from trtbuild._util import noop
 from trtbuild.calibrate.equalize import CLASS_TITLES
 from trtbuild.calibrate.qdq import QdqPlan, build_qdq_model
 
-MAX_TENSOR_RUNS = 24  # per-tensor scoring runs of the fallback (the most sensitive classes first)
+MAX_TENSOR_RUNS = 16  # per-tensor scoring runs of the fallback (the most sensitive classes first)
 
 
 def gemm_flops(model, plan=None):
