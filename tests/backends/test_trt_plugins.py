@@ -140,6 +140,12 @@ def _scales(layers, attention=True):
     return {"activations": acts}
 
 
+def test_layer_ranges_refuse_equalized_scales():
+    scales = dict(_scales(12), equalization={"tensors": [{"tensor": "x", "factors": [1.0]}]})
+    with pytest.raises(PluginBackendError, match="--no-equalize"):
+        layer_ranges(scales, 12)
+
+
 def test_layer_ranges_from_scales():
     r = layer_ranges(_scales(12), 12)
     assert len(r) == 12

@@ -152,6 +152,11 @@ def layer_ranges(scales, layers):
     context, the FFN input and the GELU output, from scales.json (each found through the ONNX node that
     consumes it). A layer whose attention core was not calibrated gets qkv/probs None (FP16 attention).
     Raises when a GEMM input has no scale (the Q/DQ placement excluded it: the plugin path cannot mix)."""
+    if (scales or {}).get("equalization"):
+        raise PluginBackendError("scales.json was calibrated with equalization, whose factors live in an equalized "
+                                 "ONNX graph that build.backend plugins does not build from; calibrate with "
+                                 "`--no-equalize` (calibrate.equalize: false) for the plugins backend, or build with "
+                                 "build.backend onnx")
     acts = (scales or {}).get("activations", {})
     by_consumer = {}
     for name, a in acts.items():
