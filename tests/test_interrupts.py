@@ -190,8 +190,9 @@ SIGNALS = [pytest.param(signal.SIGINT, 130, "Aborted (interrupted)", id="SIGINT"
 
 
 def _bar_moving(run):
-    """tqdm's bar past 0 %: ONNX Runtime is running the statistics."""
-    return any(line.startswith("calibrating:") and "| 0/" not in line for line in list(run.err))
+    """tqdm's bar past 0 %: ONNX Runtime is running the statistics (the equalization pass's or the histograms')."""
+    return any(line.startswith(("calibrating:", "channel max:", "statistics:")) and "| 0/" not in line
+               for line in list(run.err))
 
 
 def interrupt_calibration(prepared, work, sig, code, said, moment):
