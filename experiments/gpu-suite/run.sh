@@ -4,6 +4,8 @@
 # Run it alone: beside a CPU-heavy job its ONNX builds hit TensorRT 8.6's Myelin context bug.
 #   bash experiments/gpu-suite/run.sh [PYTEST_K]      (PYTEST_K: pytest -k, e.g. plugins)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
+# REUSE=1: a second run in the same visit reuses the two work directories the first one made
+if [ -z "${REUSE:-}" ] || [ ! -f /tmp/tiny-work/calibrate.json ] || [ ! -f /tmp/tiny64-work/calibrate.json ]; then
 $TORCHPY - <<'PY'
 from trtbuild.demo.random_bert import chinese_vocab_path, random_bert_checkpoint, read_vocab
 vocab = read_vocab(chinese_vocab_path())
@@ -16,6 +18,7 @@ sed -e 's#tiny-ckpt#tiny64-ckpt#; s#tiny-work#tiny64-work#; s#name: tiny#name: t
 for c in "$EXP/config.yaml" /tmp/tiny64.yaml; do
   $TORCHPY -m trtbuild export --config "$c" --force >/dev/null && $TORCHPY -m trtbuild calibrate --config "$c" --no-eval 2>&1 | tail -n 2
 done
+fi
 TRTBUILD_GPU_WORKDIR=/tmp/tiny-work TRTBUILD_GPU_WORKDIR64=/tmp/tiny64-work \
   $TRTPY -m pytest -m gpu tests/gpu -q -rA ${1:+-k "$1"} 2>&1 | tee "$RES/gpu-tests.log"
 # the engines' manifests (which build recipe passed its self-test, per engine) come back with the log
