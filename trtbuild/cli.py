@@ -173,10 +173,11 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
         return
     from trtbuild.calibrate.fallback import calibrate_and_check
 
-    config = _replace(config, "data", eval=tuple(evals) or None, lexicon=lexicon)
+    # --corpus becomes data.calibration, so the verify gate's text:slang-unseen slice compares with the same corpus
+    config = _replace(config, "data", eval=tuple(evals) or None, lexicon=lexicon, calibration=tuple(corpora) or None)
     config = _replace(config, "calibrate", min_slang_coverage=min_slang_coverage, max_texts=max_texts,
                       batch_size=batch_size, equalize=equalize, smooth_alpha=smooth_alpha)
-    _emit(calibrate_and_check(config, corpus_paths=corpora or None, method=method, exclude=exclude or None,
+    _emit(calibrate_and_check(config, method=method, exclude=exclude or None,
                               on_bad_utf8=on_bad_utf8, trt_cache=trt_cache, evaluate_qdq=not no_eval,
                               auto_fallback=auto_fallback, progress=_progress, show_bar=not as_json), as_json)
 
