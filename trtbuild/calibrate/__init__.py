@@ -1,18 +1,21 @@
-"""`trtbuild calibrate`: INT8 calibration from text -> explicit Q/DQ ONNX, scales.json, coverage report.
+"""`trtbuild calibrate`: INT8 calibration from text -> explicit Q/DQ ONNX, scales.json, coverage and sensitivity.
 
 Pipeline (CPU, ONNX Runtime; no GPU):
-1. Corpus -> tokens in length buckets (`trtbuild.data`), padded to the bucket length.
-2. Coverage of the corpus against the slang lexicon and the eval set (`coverage.py`); a configured
-   gate (`calibrate.min_slang_coverage`) stops here with exit 1 and the missing terms.
-3. Statistics: the exported FP32 ONNX runs in ONNX Runtime with every tensor that feeds a
-   quantized op added as a graph output; |x| of real (unpadded) token positions goes into 2048-bin
-   histograms with power-of-two ranges (`histogram.py`), so the result does not depend on the
-   batch size or order.
-4. Scales: per-tensor amax by entropy (KL, TensorRT-style; default), minmax or percentile.
-5. Q/DQ ONNX (`qdq.py`: placement and writer), written with scales.json (tensor -> amax, method,
-   histogram settings, corpus hash; TensorRT-version neutral), coverage.json + coverage.html, and with
-   --trt-cache a TensorRT <= 10 calibration cache. `calibrate()` ends there; the accuracy gate after it
-   and the fallback search live in `fallback.py`.
+1. Corpus -> tokens in length buckets (`trtbuild.data`), padded to the bucket length; `calibrate.holdout`
+   (20 %) of the texts is held out of the statistics to judge the choices (`holdout.py`).
+2. Coverage of the corpus against the slang lexicon (the packaged one by default) and the eval set
+   (`coverage.py`); a configured gate (`calibrate.min_slang_coverage`) stops here with exit 1.
+3. Equalization (`equalize.py`, on by default): a pass for the per-channel max |x| and a row sample of every
+   GEMM input, alpha searched per tensor, the factors folded into the weights and `1/s` applied exactly.
+4. Statistics on the (equalized) graph: every tensor that feeds a quantized op is an extra graph output;
+   |x| of real (unpadded) token positions goes into 2048-bin histograms with power-of-two ranges
+   (`histogram.py`), so the result does not depend on the batch size or order. amax by entropy (KL,
+   TensorRT-style; default), minmax or percentile.
+5. The held-out judge scores the Q/DQ model against FP32; per-class runs and, above the target, the fallback
+   (`sensitivity.py`) decide which tensors stay float.
+6. model.qdq.onnx (`qdq.py`), scales.json (amax, factors, the held-out record; TensorRT-version neutral),
+   coverage.json/.html and sensitivity.json/.html (`report.py`), committed as one unit. `calibrate()` ends
+   there; the verify gate after it lives in `fallback.py`.
 """
 
 import dataclasses
