@@ -16,6 +16,7 @@ import csv
 import importlib.util
 import json
 import os
+import random
 import re
 import tempfile
 from collections import deque
@@ -428,6 +429,15 @@ def load_corpus(paths, text_column="text", label_column="label", max_texts=None,
         raise TrtbuildError("corpus {} holds no texts; give a file with at least one non-empty text".format(
             ", ".join(paths)))
     return Corpus(texts=texts, labels=labels, sources=sources, skipped_lines=skipped, empty=empty, suspect=suspect)
+
+
+def sample_texts(texts, max_texts, seed):
+    """The calibration sample: `max_texts` of `texts` drawn with `seed`, in corpus order (all of them when
+    max_texts is None or not smaller). One definition, so verify's text:slang-unseen slice sees calibrate's texts."""
+    if max_texts is None or len(texts) <= max_texts:
+        return list(texts)
+    keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts))
+    return [texts[i] for i in keep]
 
 
 def _check_strings(path, column, values, allow_none):

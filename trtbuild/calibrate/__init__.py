@@ -21,7 +21,6 @@ Pipeline (CPU, ONNX Runtime; no GPU):
 import dataclasses
 import hashlib
 import os
-import random
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from trtbuild.calibrate.qdq import build_qdq_model, exact, plan_for, scales_docu
 from trtbuild.calibrate.report import sensitivity_document
 from trtbuild.calibrate.sensitivity import class_report, fallback_search, gemm_flops
 from trtbuild.config import METHODS
-from trtbuild.data import check_token_ids
+from trtbuild.data import check_token_ids, sample_texts
 from trtbuild.errors import EXIT_GATE, EXIT_OK, TrtbuildError
 from trtbuild.workdir import SCALES_FORMAT, SENSITIVITY_JSON, WorkDir, check_export, locked
 
@@ -277,10 +276,8 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
     corpus = load_corpus(paths, config.data.text_column, config.data.label_column, None, on_bad_utf8)
     for line in corpus.warnings():
         progress("  warning: " + line)
-    texts = corpus.texts
-    if max_texts is not None and len(texts) > max_texts:
-        keep = sorted(random.Random(ccfg.sample_seed).sample(range(len(texts)), max_texts))
-        texts = [texts[i] for i in keep]
+    texts = sample_texts(corpus.texts, max_texts, ccfg.sample_seed)
+    if len(texts) < len(corpus.texts):
         progress("  sampled {} of {} texts (seed {})".format(max_texts, len(corpus.texts), ccfg.sample_seed))
     if len(texts) < FEW_TEXTS:
         progress("  warning: calibrating from {} text(s) only; scales from so few rarely hold on real traffic: "
@@ -367,7 +364,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
                          len(held_out), target))
         if ccfg.auto_fallback and judged["flip_rate"] > target and resolvable:
             fallback = fallback_search(qmodel, plan, act_amax, w_amax, judge, target, ccfg.fallback_max_layers,
-                                       classes=gemm_inputs(qmodel, plan), progress=progress)
+                                       classes=gemm_inputs(qmodel, plan), first=judged, progress=progress)
             if fallback["float_tensors"]:
                 exclude = tuple(exclude) + tuple(exact(n) for n in fallback["float_nodes"])
                 plan = plan_for(qmodel, exclude, ccfg)

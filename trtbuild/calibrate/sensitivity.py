@@ -76,14 +76,15 @@ def class_report(qmodel, plan, act_amax, w_amax, judge, classes, progress=noop):
     return out
 
 
-def fallback_search(qmodel, plan, act_amax, w_amax, judge, target, budget, classes, progress=noop):
+def fallback_search(qmodel, plan, act_amax, w_amax, judge, target, budget, classes, first=None, progress=noop):
     """Put the most sensitive quantized tensors back in float until the held-out flip rate is <= target (see the
-    module docstring). Returns the record: per-class report, ranking, steps, the float tensors and nodes, and
-    `final` (the held-out agreement of the last step)."""
+    module docstring). `first`: the judge's score of the whole plan when the caller has it (else scored here).
+    Returns the record: per-class report, ranking, steps, the float tensors and nodes, and `final` (the held-out
+    agreement of the last step)."""
     start = time.perf_counter()
     runs0 = judge.runs
-    everything, _ = _variant(qmodel, plan, (), act_amax, w_amax)
-    first = judge.score(everything)
+    if first is None:
+        first = judge.score(_variant(qmodel, plan, (), act_amax, w_amax)[0])
     progress("fallback search on {} held-out calibration texts: {:.2%} flips, target {:.2%}".format(
         first["texts"], first["flip_rate"], target))
     per_class = class_report(qmodel, plan, act_amax, w_amax, judge, classes, progress)

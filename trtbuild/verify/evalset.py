@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -25,7 +24,7 @@ import numpy as np
 from trtbuild._util import first_line, noop, progress_bar
 from trtbuild.data import (
     TermMatcher, batches_from_arrays, batches_to_arrays, check_token_ids, lexicon_source, load_corpus, load_lexicon,
-    normalize_term, resolve_lexicon, tokenize_into_buckets
+    normalize_term, resolve_lexicon, sample_texts, tokenize_into_buckets
 )
 from trtbuild.errors import TrtbuildError
 from trtbuild.workdir import WorkDir, atomic_path, check_export, sha256_file
@@ -197,12 +196,7 @@ def calibration_texts(config, progress=noop):
     except TrtbuildError as e:
         progress("  no text:slang-unseen slice: {}".format(e))
         return None
-    texts = corpus.texts
-    ccfg = config.calibrate
-    if ccfg.max_texts is not None and len(texts) > ccfg.max_texts:
-        keep = sorted(random.Random(ccfg.sample_seed).sample(range(len(texts)), ccfg.max_texts))
-        texts = [texts[i] for i in keep]
-    return texts
+    return sample_texts(corpus.texts, config.calibrate.max_texts, config.calibrate.sample_seed)
 
 
 def slang_tags(texts, lexicon, calibration=None):
