@@ -19,8 +19,14 @@ from trtbuild.errors import ConfigError, TrtbuildError
 DEFAULT_BUCKETS = (32, 64, 128, 256)  # token lengths a batch is padded to (data.buckets)
 METHODS = ("entropy", "minmax", "percentile")  # calibrate.method: how an activation's amax is chosen
 TRT_BACKENDS = ("trt-fp16", "trt-int8")
-TORCH_BACKENDS = ("torch-fp32", "torch-fp16", "torch-compile-fp16")
+# torch.compile in its three modes: default, "reduce-overhead" (CUDA graphs), "max-autotune" (GEMM autotuning + CUDA
+# graphs); the engines' ratios are taken against the fastest torch FP16 backend at each shape
+TORCH_COMPILE_MODES = {"torch-compile-fp16": "default", "torch-compile-reduce-overhead-fp16": "reduce-overhead",
+                       "torch-compile-max-autotune-fp16": "max-autotune"}
+TORCH_BACKENDS = ("torch-fp32", "torch-fp16") + tuple(TORCH_COMPILE_MODES)
 BACKENDS = TRT_BACKENDS + TORCH_BACKENDS + ("ort-cpu",)  # what `trtbuild bench` measures
+# the encoder's shape, recorded by export (export.json `model_shape`) for bench's FLOPs per sequence
+MODEL_SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
 BUILD_BACKENDS = ("onnx", "plugins")  # build.backend: how the network is defined
 MAX_SEQUENCE = 8192  # no BERT takes more tokens; a bound on every sequence length a config or option names
 MAX_BENCH_BATCH = 4096  # the largest batch bench times

@@ -25,6 +25,7 @@ import numpy as np
 
 from trtbuild import __version__
 from trtbuild._util import Result, first_line, noop
+from trtbuild.config import MODEL_SHAPE_KEYS
 from trtbuild.errors import CheckpointError, MissingDependencyError, OutputExistsError, ParityError
 from trtbuild.workdir import LABELS_NAME, ONNX_NAME, TOKENIZER_DIR, StagedOutputs, WorkDir, atomic_write_json, \
     locked, remove, sha256_file, sha256_tree
@@ -418,7 +419,9 @@ def _export(config, info, workdir, progress):
         record = result.to_dict()
         record.update(format=EXPORT_FORMAT, loaded_class=type(model).__name__, input_axes={
             n: ["batch", "sequence"] for n in input_names}, input_dtype="int64", model_type=info.model_type,
-            vocab_size=vocab_size, files={"onnx": ONNX_NAME, "tokenizer": TOKENIZER_DIR, "labels": LABELS_NAME})
+            vocab_size=vocab_size, files={"onnx": ONNX_NAME, "tokenizer": TOKENIZER_DIR, "labels": LABELS_NAME},
+            model_shape={k: getattr(model.config, k) for k in MODEL_SHAPE_KEYS
+                         if isinstance(getattr(model.config, k, None), int)})
         progress("[4/4] writing model.onnx, tokenizer, labels and export.json to {}".format(workdir.root))
         staged.commit(workdir.export_json, record)
     removed = [os.path.basename(p) for p in workdir.derived_outputs() if os.path.lexists(p)]

@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from trtbuild.backends.trt.cuda import CudaGraph
+from trtbuild.bench.flops import flops_per_sequence, model_shape, peak_share, peak_tflops
+from trtbuild.bench.report import BenchReport
 from trtbuild.bench.simulate import arrivals, run_simulation, service_ms, simulate, sustained_rate
 from trtbuild.bench.timing import percentile, time_calls, timing_stats
 from trtbuild.cli import cli
@@ -94,6 +96,78 @@ def test_run_simulation_padded_to_max_is_slower_than_buckets():
 
 
 # ---------------------------------------------------------------------------------------------
+# The peers at their best: ratios against the fastest torch at each shape, shares of the GPU's peak
+
+BERT_BASE = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12}
+
+
+def test_flops_per_sequence_and_peak_share_of_bert_base_on_hopper():
+    assert flops_per_sequence(BERT_BASE, 128) / 1e9 == pytest.approx(22.35, abs=0.01)
+    h200, pcie = peak_tflops("NVIDIA H200"), peak_tflops("NVIDIA H100 PCIe")
+    assert (h200["fp16"], h200["int8"]) == (989.0, 1979.0) and peak_tflops("NVIDIA H100 80GB HBM3") == {
+        **h200, "gpu": "H100 SXM"}
+    assert pcie["fp16"] == 756.0 and peak_tflops("Some GPU") is None and peak_tflops(None) is None
+    # issue 18's figure: BERT-base INT8 at B64 S128 in 2.62 ms on the H200 is 27.5 % of the INT8 peak
+    assert peak_share(BERT_BASE, 128, 64 / 2.62e-3, h200["int8"]) == pytest.approx(0.275, abs=0.002)
+
+
+def test_model_shape_from_the_export_record_or_the_checkpoint(tmp_path):
+    assert model_shape({"model_shape": BERT_BASE}) == BERT_BASE
+    (tmp_path / "config.json").write_text(json.dumps(dict(BERT_BASE, vocab_size=99)), encoding="utf-8")
+    assert model_shape({"checkpoint": str(tmp_path)}) == BERT_BASE
+    assert model_shape({"checkpoint": str(tmp_path / "gone")}) is None
+    (tmp_path / "config.json").write_text(json.dumps(dict(BERT_BASE, hidden_size="wide")), encoding="utf-8")
+    assert model_shape({"checkpoint": str(tmp_path), "model_shape": {"hidden_size": None}}) is None
+
+
+def test_each_gpu_row_gets_its_share_of_the_peak_it_runs_at():
+    from trtbuild.bench import _peak_shares
+
+    rows = [_row("trt-int8", 2.62), _row("trt-fp16", 2.62), _row("trt-fp16", 2.9, mode="e2e"),
+            _row("torch-fp32", 30.0), _row("ort-cpu", 900.0, mode="e2e")]
+    info = _peak_shares({"model_shape": BERT_BASE}, {"gpu": "NVIDIA H200"}, rows)
+    assert rows[0]["peak_share"] == pytest.approx(0.2759, abs=1e-4) and rows[0]["peak_of"] == "int8"
+    assert rows[1]["peak_share"] == pytest.approx(0.552, abs=5e-4) and rows[1]["peak_of"] == "fp16"
+    assert all("peak_share" not in r for r in rows[2:])  # e2e, FP32 and the CPU are not measured against a peak
+    assert info["gflop_per_sequence"] == {"128": 22.347} and info["peak_tflops"]["gpu"] == "H200 SXM"
+    assert "no model shape" in _peak_shares({}, {"gpu": "NVIDIA H200"}, rows)["why_not"]
+
+
+def _row(backend, ms, batch=64, seq=128, mode="device"):
+    return {"backend": backend, "batch": batch, "seq": seq, "mode": mode, "ms": ms, "seq_per_s": batch * 1e3 / ms}
+
+
+def _sim(backend, rate):
+    return {"backend": backend, "sustained_rate": rate,
+            "at_rate": {"rate": 8000, "p50_ms": 5.0, "p99_ms": 20.0, "mean_batch": 9.0}, "latency_cdf_ms": [1, 2]}
+
+
+def test_ratios_are_taken_against_the_fastest_torch_at_each_shape():
+    rows = [_row("torch-fp32", 30.0), _row("torch-fp16", 10.0), _row("torch-compile-fp16", 4.0),
+            _row("torch-compile-reduce-overhead-fp16", 3.0), _row("torch-compile-max-autotune-fp16", 3.5),
+            _row("trt-fp16", 2.0), _row("trt-int8", 1.5), _row("trt-int8", 1.6, mode="device-plain"),
+            _row("torch-fp32", 1.0, batch=1), _row("torch-fp16", 5.0, batch=1), _row("torch-compile-fp16", 2.0, batch=1),
+            _row("trt-fp16", 0.5, batch=1)]
+    sims = [_sim("trt-int8", 30000.0), _sim("trt-fp16", 24000.0), _sim("torch-fp16", 6000.0),
+            _sim("torch-compile-reduce-overhead-fp16", 12000.0), _sim("torch-fp16 padded", 3000.0)]
+    report = BenchReport(config_name="m", device={"gpu": "NVIDIA H200"}, results=rows, simulations=sims)
+    r = report.ratios()
+    big = r["b64xs128"]
+    assert big["best_torch"] == "torch-compile-reduce-overhead-fp16"  # never torch FP32, never the slowest peer
+    assert big["fp16_vs_best_torch"] == 1.5 and big["int8_vs_best_torch"] == 2.0
+    assert big["int8_plain_vs_best_torch"] == pytest.approx(1.875) and big["int8_vs_torch_eager_fp16"] == pytest.approx(6.667)
+    assert big["fp16_vs_torch_max_autotune"] == 1.75 and big["fp16_vs_torch_compile"] == 2.0
+    small = r["b1xs128"]  # FP32's 1.0 ms does not count: the peers are FP16
+    assert small["best_torch"] == "torch-compile-fp16" and small["fp16_vs_best_torch"] == 4.0
+    assert r["simulation"] == {"best_torch": "torch-compile-reduce-overhead-fp16", "int8_vs_best_torch": 2.5,
+                               "int8_vs_torch_fp16_padded": 10.0, "fp16_vs_best_torch": 2.0,
+                               "fp16_vs_torch_fp16_padded": 8.0}
+    d = report.to_dict()
+    assert d["int8_vs_best_torch"] == 2.0 and d["best_torch"] == "torch-compile-reduce-overhead-fp16"
+    assert "best_torch torch-compile-reduce-overhead-fp16" in report.table()
+
+
+# ---------------------------------------------------------------------------------------------
 # A real run on the CPU: ONNX Runtime and torch FP32 (subprocess); engines and CUDA backends say why they are absent
 
 @pytest.fixture(scope="module")
@@ -125,7 +199,7 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
     assert "B1 S16" in result.stdout and "B4 S32" in result.stdout
     path = os.path.join(reports, "bench-cpu.json")
     report = json.load(open(path))
-    assert report["format"] == "trtbuild-bench/1"
+    assert report["format"] == "trtbuild-bench/2"
     measured = {(r["backend"], r["batch"], r["seq"], r["mode"]) for r in report["results"]}
     assert measured == {("ort-cpu", 1, 16, "e2e"), ("ort-cpu", 4, 32, "e2e"),
                         ("torch-fp32", 1, 16, "device"), ("torch-fp32", 1, 16, "e2e"),
@@ -134,13 +208,19 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
         assert r["ms"] > 0 and r["seq_per_s"] == pytest.approx(r["batch"] * 1e3 / r["ms"], rel=1e-3, abs=0.06)
         assert r["iterations"] == (2 if r["backend"] == "ort-cpu" else 6)
     assert "no fp16 engine" in report["skipped"]["trt-fp16"] and "no int8 engine" in report["skipped"]["trt-int8"]
-    assert "CUDA" in report["skipped"]["torch-fp16"] and "CUDA" in report["skipped"]["torch-compile-fp16"]
-    assert report["int8_vs_torch_compile"] is None and report["simulations"] == []
+    for peer in ("torch-fp16", "torch-compile-fp16", "torch-compile-reduce-overhead-fp16",
+                 "torch-compile-max-autotune-fp16"):
+        assert "CUDA" in report["skipped"][peer]
+    assert report["int8_vs_best_torch"] is None and report["best_torch"] is None and report["simulations"] == []
+    assert "no data-sheet peak" in report["info"]["flops"]["why_not"]  # no GPU here
     assert report["info"]["simulate"]["eval_texts"] == 330 and report["info"]["simulate"]["mean_length"] > 5
     assert report["device"]["torch"] and report["device"]["onnxruntime"]
     assert report["info"]["cuda_graph"] == {"enabled": True, "engines": {}}
-    assert report["exit_code"] == 3 and report["missing"] == {"trt-fp16": 1, "trt-int8": 1, "torch-fp16": 3,
-                                                               "torch-compile-fp16": 3}
+    assert report["exit_code"] == 3 and report["missing"] == {
+        "trt-fp16": 1, "trt-int8": 1, "torch-fp16": 3, "torch-compile-fp16": 3,
+        "torch-compile-reduce-overhead-fp16": 3, "torch-compile-max-autotune-fp16": 3}
+    shape = json.load(open(os.path.join(work, "export.json")))["model_shape"]  # what bench's FLOPs come from
+    assert model_shape({"model_shape": shape}) == shape and shape["num_hidden_layers"] >= 1
     only_cpu = invoke("bench", work, "-c", config, "--reports", reports, "--backend", "ort-cpu", "--no-simulate")
     assert only_cpu.exit_code == 0, only_cpu.output  # every backend asked for was measured
     assert os.path.isfile(os.path.join(reports, "bench-cpu.png"))

@@ -155,6 +155,27 @@ def test_bench_times_both_engines_beside_ort(built, tmp_path):
     assert os.path.isfile(report.paths["json"])
 
 
+def test_bench_measures_the_strongest_torch_peer_and_the_share_of_peak(built, tmp_path):
+    """torch.compile with CUDA graphs (reduce-overhead) beside eager FP16 and the engine, in one run; the ratio is
+    taken against the faster of the two; the engine's row says what share of the GPU's FP16 peak it uses."""
+    from trtbuild.bench import benchmark
+    from trtbuild.config import BenchConfig
+
+    config, work, results = built
+    config = config.replace(bench=BenchConfig(shapes=((8, 64),), warmup=3, iterations=10, repeats=1,
+                                              backends=("trt-fp16", "torch-fp16", "torch-compile-reduce-overhead-fp16")))
+    report = benchmark(config, simulate_traffic=False, report_dir=str(tmp_path))
+    assert report.skipped == {} and report.exit_code == 0, report.skipped
+    peers = {b: report.lookup(b, 8, 64)["ms"] for b in ("torch-fp16", "torch-compile-reduce-overhead-fp16")}
+    assert report.device["torch_compile_seconds"]["torch-compile-reduce-overhead-fp16"]["b8xs64"] > 0
+    row = report.ratios()["b8xs64"]
+    assert row["best_torch"] == min(peers, key=peers.get)
+    assert row["fp16_vs_best_torch"] == pytest.approx(min(peers.values()) / report.lookup("trt-fp16", 8, 64)["ms"],
+                                                      rel=1e-2)
+    if report.info["flops"].get("peak_tflops"):  # a GPU with a known data-sheet peak (the H200 is one)
+        assert 0 < report.lookup("trt-fp16", 8, 64)["peak_share"] < 1
+
+
 @pytest.fixture(scope="module")
 def plugin_built(tmp_path_factory):
     """build.backend plugins: TensorRT's BERT plugins (needs the real cuBLAS: WITH_CUBLAS=1 staging)."""

@@ -17,11 +17,13 @@
    free, a bucket with `min_batch` (8) or more requests is dispatched (up to `max_batch`), and a
    bucket short of that once its oldest request has waited `timeout_ms` (20 ms); among ready
    buckets the one with the oldest request goes first. A batch takes the time measured for its
-   (batch size, bucket) on the backend (e2e mode, interpolated between measured batch sizes). The
-   same stream padded to the longest bucket in one queue is run on torch eager FP16 for comparison.
+   (batch size, bucket) on the backend (e2e mode, interpolated between measured batch sizes). Every FP16 torch
+   backend runs through the same policy from its own table; the same stream padded to the longest bucket in
+   one queue is run on torch eager FP16 (the seed's "before").
    Reported: latency p50/p99 at the seed's 8,000 texts/s and the sustained rate (the highest rate
    whose P99 stays within the 50 ms window), by bisection.
-3. Report (`report.py`): `reports/bench-<gpu>.json` (raw numbers, ratios such as `int8_vs_torch_compile`),
+3. Report (`report.py`): `reports/bench-<gpu>.json` (raw numbers, ratios such as `int8_vs_best_torch` against
+   the fastest FP16 torch backend at each shape, each row's share of the GPU's peak from `flops.py`),
    a PNG (throughput per backend and shape, latency CDF of the simulation), a table on stdout.
 This module orchestrates: the engines' timer is `trtbuild.backends.trt.timer.TrtTimer`.
 """
@@ -36,6 +38,7 @@ import numpy as np
 from trtbuild._util import noop
 from trtbuild.backends.ort import OrtRunner
 from trtbuild.backends.trt.manifest import find_engine
+from trtbuild.bench.flops import flops_per_sequence, model_shape, peak_share, peak_tflops
 from trtbuild.bench.report import BenchReport
 from trtbuild.bench.simulate import run_simulation, sample_bucket_inputs
 from trtbuild.bench.timing import sample_inputs, time_calls, timing_stats
@@ -123,8 +126,9 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
     if torch_backends:
         measurements = [{"backend": b, "batch": bs, "seq": s, "modes": ["device", "e2e"]}
                         for b in torch_backends for bs, s in shapes]
-        if simulate_traffic and "torch-fp16" in torch_backends:
-            measurements += [{"backend": "torch-fp16", "batch": bs, "seq": buckets[-1], "modes": ["e2e"], "sim": True}
+        if simulate_traffic:  # every FP16 torch backend through the same bucketed batching as the engines
+            measurements += [{"backend": b, "batch": bs, "seq": bucket, "modes": ["e2e"], "sim": True}
+                             for b in torch_backends if b != "torch-fp32" for bucket in buckets
                              for bs in sim.batch_sizes]
         # the checkpoint the export was made from (an absolute path, its weights' hash checked by the worker)
         weights = {k[len("weights/"):]: v for k, v in record["sha256"].items() if k.startswith("weights/")}
@@ -146,11 +150,14 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
             results += [r for r in out["results"] if not r.get("sim")]
             device["torch_attention"] = out.get("attention")
             device["torch_compile_seconds"] = out.get("compile_seconds")
-            if simulate_traffic and "torch-fp16" not in skipped:
-                table = {buckets[-1]: {r["batch"]: r["ms"] for r in out["results"]
-                                       if r.get("sim") and r["backend"] == "torch-fp16"}}
-                if table[buckets[-1]]:
-                    sims.append(("torch-fp16 padded", table, buckets[-1]))
+            for b in torch_backends if simulate_traffic else []:
+                table = {bucket: {r["batch"]: r["ms"] for r in out["results"]
+                                  if r.get("sim") and r["backend"] == b and r["seq"] == bucket} for bucket in buckets}
+                if b == "torch-fp32" or b in skipped or not all(table.values()):
+                    continue
+                sims.append((b, table, None))
+                if b == "torch-fp16":  # the seed's "before": one queue, every text padded to the longest bucket
+                    sims.append(("torch-fp16 padded", {buckets[-1]: table[buckets[-1]]}, buckets[-1]))
 
     # TensorRT engines, each in a child process (a native crash there is a one-line error, never a result)
     for name, path in engines.items():
@@ -201,6 +208,7 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
                             "batch_sizes": list(sim.batch_sizes), "buckets": buckets, "eval_texts": len(lengths),
                             "mean_length": round(sum(lengths) / len(lengths), 1),
                             "mean_length_truncated": round(sum(min(x, buckets[-1]) for x in lengths) / len(lengths), 1)}
+    info["flops"] = _peak_shares(record, device, results)
     report = BenchReport(config_name=config.model.name, device=device, results=results, simulations=simulations,
                          memory=memory, skipped=skipped, info=info, seconds=round(time.perf_counter() - start, 1),
                          missing=missing)
@@ -211,6 +219,26 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
         raise error
     report.write(report_dir or wd.reports)
     return report
+
+
+def _peak_shares(record, device, results):
+    """Add `peak_share` (of the GPU's dense FP16 peak, or INT8 for the INT8 engine) to every device-mode row of a
+    GPU backend; returns what it was computed from, or why not."""
+    shape, peak = model_shape(record), peak_tflops(device.get("gpu"))
+    if shape is None or peak is None:
+        return {"why_not": "no model shape in export.json or the checkpoint's config.json" if shape is None else
+                "no data-sheet peak known for GPU {!r}".format(device.get("gpu"))}
+    seqs = set()
+    for r in results:
+        if r["mode"] != "device" or r["backend"] in ("torch-fp32", "ort-cpu") or not r.get("seq_per_s"):
+            continue
+        precision = "int8" if r["backend"] == "trt-int8" else "fp16"
+        r["peak_share"] = round(peak_share(shape, r["seq"], r["seq_per_s"], peak[precision]), 4)
+        r["peak_of"] = precision
+        seqs.add(r["seq"])
+    return {"model_shape": shape, "peak_tflops": peak,
+            "gflop_per_sequence": {str(q): round(flops_per_sequence(shape, q) / 1e9, 3) for q in sorted(seqs)},
+            "counted": "encoder GEMMs + attention core (trtbuild/bench/flops.py)"}
 
 
 def _time_engine(name, path, shapes, sim_batches, cuda_graph, warmup, iterations, repeats, lengths, buckets, vocab):

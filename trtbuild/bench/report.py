@@ -5,11 +5,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 from trtbuild._util import Result
-from trtbuild.config import TRT_BACKENDS
+from trtbuild.config import TORCH_BACKENDS, TRT_BACKENDS
 from trtbuild.html import matplotlib_pyplot, save_png
 from trtbuild.workdir import atomic_write_json
 
-REPORT_FORMAT = "trtbuild-bench/1"
+REPORT_FORMAT = "trtbuild-bench/2"
+TORCH_FP16 = tuple(b for b in TORCH_BACKENDS if b != "torch-fp32")  # the peers the engines are measured against
+TORCH_LABELS = {"torch-fp16": "torch_eager_fp16", "torch-compile-fp16": "torch_compile",
+                "torch-compile-reduce-overhead-fp16": "torch_reduce_overhead",
+                "torch-compile-max-autotune-fp16": "torch_max_autotune"}
 
 
 @dataclass
@@ -38,56 +42,84 @@ class BenchReport(Result):
                 return r
         return None
 
+    def best_torch(self, batch, seq):
+        """The fastest FP16 torch backend at a shape (device mode): (backend, ms), or (None, None)."""
+        rows = [r for r in self.results if r["backend"] in TORCH_FP16 and (r["batch"], r["seq"], r["mode"]) ==
+                (batch, seq, "device")]
+        best = min(rows, key=lambda r: r["ms"], default=None)
+        return (best["backend"], best["ms"]) if best else (None, None)
+
     def ratios(self):
-        """Per shape: engine speed-up over torch.compile FP16 and torch eager FP16 (device mode, time ratio),
-        and the simulations' sustained rate over torch eager FP16 padded to max."""
+        """Per shape (device mode, time of the reference / time of the engine): each engine against the fastest FP16
+        torch backend measured in this run at that shape (`*_vs_best_torch`, `best_torch` names it) and against
+        each torch backend; the engine without its CUDA graph against the best torch (`*_plain_vs_best_torch`).
+        Simulations: each engine's sustained rate over the best torch backend's, under the same bucketed batching,
+        and over torch eager FP16 padded to the longest bucket (the seed's "before")."""
         out = {}
         for batch, seq in sorted({(r["batch"], r["seq"]) for r in self.results}):
             row = {}
+            best, best_ms = self.best_torch(batch, seq)
+            if best:
+                row["best_torch"] = best
             for engine in TRT_BACKENDS:
                 mine = self.lookup(engine, batch, seq)
-                short = engine.split("-")[1]
                 plain = self.lookup(engine, batch, seq, "device-plain")
-                for ref, label in (("torch-compile-fp16", "torch_compile"), ("torch-fp16", "torch_eager_fp16")):
+                short = engine.split("-")[1]
+                if mine and best:
+                    row["{}_vs_best_torch".format(short)] = round(best_ms / mine["ms"], 3)
+                if plain and best:
+                    row["{}_plain_vs_best_torch".format(short)] = round(best_ms / plain["ms"], 3)
+                for ref in TORCH_FP16:
                     theirs = self.lookup(ref, batch, seq)
                     if mine and theirs:
-                        row["{}_vs_{}".format(short, label)] = round(theirs["ms"] / mine["ms"], 3)
-                    if plain and theirs:  # the engine without its CUDA graph (torch.compile's default mode has none)
-                        row["{}_plain_vs_{}".format(short, label)] = round(theirs["ms"] / plain["ms"], 3)
-            if row:
+                        row["{}_vs_{}".format(short, TORCH_LABELS[ref])] = round(theirs["ms"] / mine["ms"], 3)
+            if len(row) > 1:
                 out["b{}xs{}".format(batch, seq)] = row
         sims = {s["backend"]: s for s in self.simulations}
+        torch_sims = [sims[b] for b in TORCH_FP16 if b in sims and sims[b]["sustained_rate"]]
+        best_sim = max(torch_sims, key=lambda s: s["sustained_rate"], default=None)
         padded = sims.get("torch-fp16 padded")
-        if padded and padded["sustained_rate"]:
-            for engine in TRT_BACKENDS:
-                if engine in sims:
-                    out.setdefault("simulation", {})["{}_vs_torch_fp16_padded".format(engine.split("-")[1])] = round(
-                        sims[engine]["sustained_rate"] / padded["sustained_rate"], 3)
+        for engine in TRT_BACKENDS:
+            if engine not in sims:
+                continue
+            row = out.setdefault("simulation", {})
+            short = engine.split("-")[1]
+            if best_sim:
+                row["best_torch"] = best_sim["backend"]
+                row["{}_vs_best_torch".format(short)] = round(sims[engine]["sustained_rate"] / best_sim["sustained_rate"], 3)
+            if padded and padded["sustained_rate"]:
+                row["{}_vs_torch_fp16_padded".format(short)] = round(
+                    sims[engine]["sustained_rate"] / padded["sustained_rate"], 3)
         return out
 
     def to_dict(self):
         ratios = self.ratios()
         headline = ratios.get("b64xs128", {})
         return {"format": REPORT_FORMAT, "config": self.config_name, "device": self.device, "seconds": self.seconds,
-                "int8_vs_torch_compile": headline.get("int8_vs_torch_compile"),
-                "fp16_vs_torch_compile": headline.get("fp16_vs_torch_compile"),
+                "int8_vs_best_torch": headline.get("int8_vs_best_torch"),
+                "fp16_vs_best_torch": headline.get("fp16_vs_best_torch"), "best_torch": headline.get("best_torch"),
                 "ratios": ratios, "results": self.results, "simulations": self.simulations, "memory": self.memory,
                 "skipped": self.skipped, "missing": self.missing, "exit_code": self.exit_code, "info": self.info,
                 "paths": self.paths,
                 "notes": {"device": "inputs already on the GPU, launch to synchronised stream (TensorRT: one CUDA "
                                     "graph launch where info.cuda_graph.engines says True)",
                           "device-plain": "TensorRT only, with a CUDA graph: the same engine and shape enqueued "
-                                          "without it (ratios *_plain_vs_*); torch.compile runs in its default "
-                                          "mode, without CUDA graphs",
+                                          "without it (ratios *_plain_vs_best_torch)",
+                          "torch": "eager FP16 with SDPA, and torch.compile FP16 in its default, reduce-overhead "
+                                   "(CUDA graphs) and max-autotune modes (compile seconds: device.torch_compile_seconds)",
+                          "peak_share": "FLOPs per sequence (info.flops) x sequences/s / the GPU's dense FP16 peak, "
+                                        "or INT8 peak for trt-int8",
                           "e2e": "host inputs copied in and logits copied back, synchronised",
                           "ms": "median of the repeats' median per-iteration time; seq_per_s = batch / ms",
-                          "ratios": "time of the reference / time of the engine at the same shape (device mode)"}}
+                          "ratios": "time of the reference / time of the engine at the same shape (device mode); "
+                                    "best_torch: the fastest FP16 torch backend of this run at that shape"}}
 
     def table(self):
-        """A compact text table: one row per backend and mode, one column per shape (ms and seq/s)."""
+        """A compact text table: one row per backend and mode, one column per shape (ms, seq/s and, in device mode,
+        the share of the GPU's peak)."""
         shapes = sorted({(r["batch"], r["seq"]) for r in self.results})
-        lines = ["{:<20} {:<12} ".format("backend", "mode") + "".join(
-            "{:>22}".format("B{} S{}".format(b, s)) for b, s in shapes)]
+        lines = ["{:<34} {:<12} ".format("backend", "mode") + "".join(
+            "{:>30}".format("B{} S{}".format(b, s)) for b, s in shapes)]
         seen = []
         for r in self.results:
             key = (r["backend"], r["mode"])
@@ -97,17 +129,20 @@ class BenchReport(Result):
             cells = []
             for b, s in shapes:
                 r = self.lookup(backend, b, s, mode)
-                cells.append("{:>22}".format("{:.2f} ms {:>8,.0f}/s".format(r["ms"], r["seq_per_s"] or 0) if r else "-"))
-            lines.append("{:<20} {:<12} ".format(backend, mode) + "".join(cells))
+                share = " {:>3.0%}".format(r["peak_share"]) if r and r.get("peak_share") is not None else "     "
+                cells.append("{:>30}".format("{:.2f} ms {:>8,.0f}/s{}".format(r["ms"], r["seq_per_s"] or 0, share)
+                                             if r else "-"))
+            lines.append("{:<34} {:<12} ".format(backend, mode) + "".join(cells))
         for name, why in self.skipped.items():
-            lines.append("{:<20} skipped: {}".format(name, why))
+            lines.append("{:<34} skipped: {}".format(name, why))
         for s in self.simulations:
             a = s["at_rate"]
-            lines.append("simulation {:<18} at {:,.0f}/s: p50 {:.1f} ms, p99 {:.1f} ms, mean batch {:.1f}; sustained "
+            lines.append("simulation {:<34} at {:,.0f}/s: p50 {:.1f} ms, p99 {:.1f} ms, mean batch {:.1f}; sustained "
                          "{:,.0f}/s within P99 <= window".format(s["backend"], a["rate"], a["p50_ms"], a["p99_ms"],
                                                                   a["mean_batch"], s["sustained_rate"]))
         for shape, row in self.ratios().items():
-            lines.append("ratios {}: {}".format(shape, ", ".join("{} {:.2f}x".format(k, v) for k, v in row.items())))
+            lines.append("ratios {}: {}".format(shape, ", ".join(
+                "{} {:.2f}x".format(k, v) if isinstance(v, float) else "{} {}".format(k, v) for k, v in row.items())))
         return "\n".join(lines)
 
     def summary(self):

@@ -3,11 +3,14 @@ machine: /opt/torch/.venv/bin/python, Python 3.12) as `python -m trtbuild.bench.
 `run_torch_worker` is the parent's side of that protocol.
 
 SPEC (JSON): {"checkpoint", "vocab_size", "measurements": [{"backend", "batch", "seq", "modes", "sim"?}],
-"warmup", "iterations", "repeats", "seed"}. Backends: torch-fp32 (eager), torch-fp16 (eager, .half()),
-torch-compile-fp16 (`torch.compile` default mode, recompiled per shape, compile time reported).
+"warmup", "iterations", "repeats", "seed"}. Backends: torch-fp32 (eager), torch-fp16 (eager, .half()), and FP16
+`torch.compile` in its three modes (config.TORCH_COMPILE_MODES: default; reduce-overhead, with CUDA graphs;
+max-autotune): one static compile per fixed shape, and one dynamic compile (`dynamic=True`; reduce-overhead records a
+CUDA graph per shape) for the simulation's bucket x batch table ("sim" measurements). Compile times are reported.
 The model is the Hugging Face checkpoint with PyTorch's SDPA attention, the fastest torch offers.
 Modes: device (CUDA inputs, synchronised) and e2e (CPU inputs copied in, logits copied back).
-OUT (JSON): {"torch", "cuda", "device", "attention", "results": [...], "memory", "compile_seconds", "skipped"}.
+OUT (JSON): {"torch", "cuda", "device", "attention", "results": [...], "memory", "compile_seconds": {backend: {shape
+or "dynamic": s}}, "skipped"}. A backend whose compile or run fails is skipped with why; the others are measured.
 """
 
 import json
@@ -21,6 +24,7 @@ import click
 
 from trtbuild._util import noop
 from trtbuild.bench.timing import time_calls, timing_stats
+from trtbuild.config import TORCH_COMPILE_MODES
 
 DEFAULT_TORCH_PYTHON = "/opt/torch/.venv/bin/python"
 
@@ -92,46 +96,66 @@ def run(spec):
         net = (model.half() if half else model.float()).to(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        for m in [m for m in spec["measurements"] if m["backend"] == backend]:
-            batch, seq = m["batch"], m["seq"]
-            host = inputs(batch, seq)
-            fn = net
-            if backend == "torch-compile-fp16":
-                torch._dynamo.reset()
-                fn = torch.compile(net)
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    fn(**{k: v.to(dev) for k, v in host.items()})
-                sync()
-                out["compile_seconds"]["b{}xs{}".format(batch, seq)] = round(time.perf_counter() - t0, 1)
-            on_dev = {k: v.to(dev) for k, v in host.items()}
-
-            def device_step():
-                with torch.inference_mode():
-                    fn(**on_dev).logits
-                sync()
-
-            def e2e_step():
-                with torch.inference_mode():
-                    fn(**{k: v.to(dev) for k, v in host.items()}).logits.float().cpu()
-                sync()
-
-            for mode in m["modes"]:
-                step = device_step if mode == "device" else e2e_step
-                iterations = spec["iterations"] if not m.get("sim") else max(10, spec["iterations"] // 5)
-                repeats = spec["repeats"] if not m.get("sim") else 1
-                stats = timing_stats(time_calls(step, spec["warmup"], iterations, repeats), batch)
-                row = dict(backend=backend, batch=batch, seq=seq, mode=mode, **stats)
-                if m.get("sim"):
-                    row["sim"] = True
-                out["results"].append(row)
-                if not m.get("sim"):
-                    _say("{} B{} S{} {}: {:.2f} ms".format(backend, batch, seq, mode, stats["ms"]))
+        mine = [m for m in spec["measurements"] if m["backend"] == backend]
+        # the fixed shapes: one static compile each; the simulation's bucket x batch table: one dynamic compile
+        fixed, table = [m for m in mine if not m.get("sim")], [m for m in mine if m.get("sim")]
+        try:
+            for group, dynamic in ((fixed, False), (table, True)):
+                fn = net
+                for i, m in enumerate(group):
+                    if backend in TORCH_COMPILE_MODES and (not dynamic or i == 0):
+                        fn = _compiled(torch, net, backend, dynamic)
+                        t0 = time.perf_counter()
+                        with torch.inference_mode():
+                            fn(**{k: v.to(dev) for k, v in inputs(m["batch"], m["seq"]).items()})
+                        sync()
+                        key = "dynamic" if dynamic else "b{}xs{}".format(m["batch"], m["seq"])
+                        out["compile_seconds"].setdefault(backend, {})[key] = round(time.perf_counter() - t0, 1)
+                    _measure(torch, fn, m, inputs(m["batch"], m["seq"]), dev, sync, spec, backend, out)
+        except Exception as e:  # e.g. max-autotune without a working Triton: say so, measure the others
+            out["results"] = [r for r in out["results"] if r["backend"] != backend]
+            out["skipped"][backend] = "{} failed here: {}: {}".format(
+                backend, type(e).__name__, (str(e).strip().splitlines() or [""])[0][:300])
         if dev.type == "cuda":
             out["memory"][backend] = {"peak_allocated_bytes": int(torch.cuda.max_memory_allocated())}
-        if backend == "torch-compile-fp16":
+        if backend in TORCH_COMPILE_MODES:
             torch._dynamo.reset()
     return out
+
+
+def _compiled(torch, net, backend, dynamic):
+    """`torch.compile` in the backend's mode, after a reset (no earlier shape's graphs or recompile budget)."""
+    torch._dynamo.reset()
+    mode = TORCH_COMPILE_MODES[backend]
+    return torch.compile(net, mode=None if mode == "default" else mode, dynamic=dynamic)
+
+
+def _measure(torch, fn, m, host, dev, sync, spec, backend, out):
+    """Time one measurement (its modes: device, e2e) and append the rows to out["results"]."""
+    batch, seq = m["batch"], m["seq"]
+    on_dev = {k: v.to(dev) for k, v in host.items()}
+
+    def device_step():
+        with torch.inference_mode():
+            fn(**on_dev).logits
+        sync()
+
+    def e2e_step():
+        with torch.inference_mode():
+            fn(**{k: v.to(dev) for k, v in host.items()}).logits.float().cpu()
+        sync()
+
+    for mode in m["modes"]:
+        step = device_step if mode == "device" else e2e_step
+        iterations = spec["iterations"] if not m.get("sim") else max(10, spec["iterations"] // 5)
+        repeats = spec["repeats"] if not m.get("sim") else 1
+        stats = timing_stats(time_calls(step, spec["warmup"], iterations, repeats), batch)
+        row = dict(backend=backend, batch=batch, seq=seq, mode=mode, **stats)
+        if m.get("sim"):
+            row["sim"] = True
+        out["results"].append(row)
+        if not m.get("sim"):
+            _say("{} B{} S{} {}: {:.2f} ms".format(backend, batch, seq, mode, stats["ms"]))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
