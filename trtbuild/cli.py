@@ -255,10 +255,13 @@ def _shape(text):
 @click.option("--cuda-graph/--no-cuda-graph", default=None,
               help="Replay each engine shape as a CUDA graph [default: bench.cuda_graph, on].")
 @click.option("--torch-python", type=click.Path(), help="Interpreter with torch + CUDA for the torch backends.")
+@click.option("--engine", "extra_engines", multiple=True, type=click.Path(),
+              help="Also time this engine of another work directory (WORKDIR/engines/<target>/int8.engine), in the "
+                   "same run, as trt-<precision>@<its work directory>; repeatable.")
 @reports_option
 @json_option
-def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simulate, cuda_graph, torch_python, report_dir,
-              as_json):
+def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simulate, cuda_graph, torch_python,
+              extra_engines, report_dir, as_json):
     """Throughput and latency of the engines beside torch and ONNX Runtime, on the same GPU, in one run.
 
     Per (batch, sequence) shape and backend: median time and p50/p95/p99, with inputs on the GPU
@@ -272,7 +275,8 @@ def bench_cmd(workdir, config_path, backends, shapes, iterations, rate, no_simul
     parsed = [_shape(s) for s in shapes]
     with _stdout_to_stderr():
         report = benchmark(config, backends=backends or None, shapes=parsed or None, simulate_traffic=not no_simulate,
-                           report_dir=report_dir, progress=_progress, show_bar=not as_json)
+                           report_dir=report_dir, progress=_progress, show_bar=not as_json,
+                           extra_engines=extra_engines)
     _emit(report, as_json)
 
 

@@ -225,6 +225,8 @@ class ProfileConfig:
 
 GELU_MODES = ("model", "tanh", "plugin")  # build.gelu (plugins backend; trtbuild/plugins.py writes them)
 DEFAULT_GELU = "tanh"
+INT8_SCOPES = ("gemm", "attention", "full")  # build.int8_scope (plugins + varlen): what runs in INT8 beyond the GEMMs
+DEFAULT_INT8_SCOPE = "gemm"
 
 
 @dataclass(frozen=True)
@@ -253,11 +255,21 @@ class BuildConfig:
     # -0.08 pt macro-F1 on the default model (docs/results/perf-log.md, p8); model: the checkpoint's own (exact
     # erf for hidden_act gelu); plugin: TensorRT's GELU plugin (tanh), a kernel of its own after the GEMM
     gelu: Optional[str] = None
+    # plugins + varlen, INT8 engine: what runs in INT8 besides the GEMMs. gemm: attention and skip-LayerNorm stay
+    # FP16 (the GEMMs write FP16); attention: + the fused INT8 attention plugin (needs calibrate.quantize_attention);
+    # full: + INT8 skip-LayerNorm and GEMM outputs, the residual stream in INT8 (NVIDIA's MLPerf recipe; needs
+    # calibrate.quantize_residual for the ranges of the dense outputs). The last layer's skip-LayerNorm stays FP16.
+    int8_scope: Optional[str] = None
 
     @property
     def gelu_mode(self):
         """The GELU the plugins backend writes: build.gelu, tanh when unset."""
         return self.gelu or DEFAULT_GELU
+
+    @property
+    def int8_scope_mode(self):
+        """What the plugins backend's INT8 engine runs in INT8: build.int8_scope, gemm when unset."""
+        return self.int8_scope or DEFAULT_INT8_SCOPE
 
     def __post_init__(self):
         _check(self.max_batch >= 1, "max_batch", "must be >= 1 (got {})".format(self.max_batch))
@@ -269,6 +281,12 @@ class BuildConfig:
             _check(self.gelu in GELU_MODES, "gelu", "must be {} (got {!r})".format(_one_of(GELU_MODES), self.gelu))
             _check(self.backend == "plugins", "gelu",
                    "needs backend: plugins (the ONNX backend runs the model's own GELU)")
+        if self.int8_scope is not None:
+            _check(self.int8_scope in INT8_SCOPES, "int8_scope",
+                   "must be {} (got {!r})".format(_one_of(INT8_SCOPES), self.int8_scope))
+            _check(self.varlen or self.int8_scope == "gemm", "int8_scope",
+                   "{} needs backend: plugins with varlen: true (the variable-length INT8 plugins)".format(
+                       self.int8_scope))
         _check(not (self.varlen and (self.profiles or self.static_batches)), "varlen",
                "takes no profiles or static_batches: its one profile covers every batch and length")
         if self.opt_batch is not None:

@@ -121,10 +121,13 @@ def test_load_bert_refuses_what_the_plugins_cannot_run(tiny_checkpoint, tmp_path
         load_bert(tiny_checkpoint, expect_sha256="0" * 64)
 
 
-def _scales(layers, attention=True):
+def _scales(layers, attention=True, residual=False):
     acts = {"emb": {"amax": 4.0, "consumers": ["/inner/bert/encoder/layer.0/attention/self/query/MatMul"]}}
     for i in range(layers):
         p = "/inner/bert/encoder/layer.{}/".format(i)
+        if residual:
+            acts[p + "attention/output/dense/Add_output_0"] = {"amax": 9.0, "consumers": [p + "attention/output/Add"]}
+            acts[p + "output/dense/Add_output_0"] = {"amax": 11.0, "consumers": [p + "output/Add"]}
         acts[p + "ctx"] = {"amax": 2.0 + i, "consumers": [p + "attention/output/dense/MatMul"]}
         acts[p + "ln1"] = {"amax": 19.0, "consumers": [p + "intermediate/dense/MatMul"]}
         acts[p + "gelu"] = {"amax": 33.0, "consumers": [p + "output/dense/MatMul"]}
@@ -149,8 +152,10 @@ def test_layer_ranges_refuse_equalized_scales():
 def test_layer_ranges_from_scales():
     r = layer_ranges(_scales(12), 12)
     assert len(r) == 12
-    assert r[0] == {"input": 4.0, "context": 2.0, "ffn_input": 19.0, "gelu": 33.0, "qkv": 8.0, "probs": 0.99}
+    assert r[0] == {"input": 4.0, "context": 2.0, "ffn_input": 19.0, "gelu": 33.0, "qkv": 8.0, "probs": 0.99,
+                    "attn_dense": None, "ffn_dense": None}
     assert r[1]["input"] == 5.5 and r[11]["context"] == 13.0  # layer.1 is not layer.11
+    assert [(x["attn_dense"], x["ffn_dense"]) for x in layer_ranges(_scales(2, residual=True), 2)] == [(9.0, 11.0)] * 2
     r = layer_ranges(_scales(2, attention=False), 2)
     assert r[1]["qkv"] is None and r[1]["probs"] is None  # FP16 attention between INT8 GEMMs
     scales = _scales(2)
@@ -321,6 +326,51 @@ def test_varlen_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
         assert "var_seqlen" in fields and "mha_type_id" not in fields and "dq_probs" not in fields
         network.add_slice.assert_called_once()
         network.mark_output.assert_called_once()
+
+
+def test_int8_scope_puts_attention_and_the_residual_stream_in_int8_with_a_stand_in_tensorrt(tiny_checkpoint):
+    """build.int8_scope on the packed INT8 network: gemm keeps attention and skip-LayerNorm FP16 (GEMMs write
+    FP16); attention makes the attention plugin INT8 (dq_probs, an INT8 QKV output); full also makes every
+    skip-LayerNorm but the last INT8, with ranges on the dense outputs; each refuses scales without its ranges."""
+    from unittest import mock
+
+    from trtbuild.backends.trt.plugins import plugin_network
+
+    spec, w = load_bert(tiny_checkpoint)
+    spec.head_size = 64  # the stand-in does not care about the widths
+
+    def build(scope, scales):
+        trt = mock.MagicMock()
+        trt.int8, trt.float16 = 2, 1
+        network, _ = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "int8",
+                                    [128], layer_ranges(scales, 2), varlen=True, int8_scope=scope)
+        fields = {}
+        for c in trt.PluginField.call_args_list:
+            fields.setdefault(c.args[0], []).append(c.args[1].tolist())
+        typed = sum(1 for c in network.mock_calls if c[0].endswith("set_output_type"))
+        return fields, typed, trt
+
+    fields, fp16_outputs, _ = build("gemm", _scales(2, residual=True))
+    assert fields["type_id"] == [[1]] * 6 and "dq_probs" not in fields  # 2 attentions + 4 skip-LayerNorms, FP16
+    assert fp16_outputs == 3 * 2  # QKV, attention-out and FFN-out GEMMs write FP16
+    fields, fp16_outputs, _ = build("attention", _scales(2))
+    assert sorted(fields["type_id"]) == [[1]] * 4 + [[2]] * 2 and len(fields["dq_probs"]) == 2
+    assert fields["dq_probs"][0][0] == pytest.approx(0.99 / 127) and fp16_outputs == 2 * 2
+    with pytest.raises(PluginBackendError, match="hidden size 768 or 1024 only"):
+        build("full", _scales(2, residual=True))
+    spec.hidden = 768
+    fields, fp16_outputs, _ = build("full", _scales(2, residual=True))
+    assert sorted(fields["type_id"]) == [[1]] + [[2]] * 5  # only the last layer's FFN skip-LayerNorm stays FP16
+    assert fp16_outputs == 1  # the last FFN-out GEMM, into that FP16 skip-LayerNorm
+    with pytest.raises(PluginBackendError, match="quantize_residual: true"):
+        build("full", _scales(2))
+    with pytest.raises(PluginBackendError, match="quantize_attention: true"):
+        build("attention", _scales(2, attention=False))
+    with pytest.raises(ConfigError, match="int8_scope: full needs backend: plugins with varlen: true"):
+        BuildConfig(backend="plugins", int8_scope="full")
+    with pytest.raises(ConfigError, match="int8_scope: must be gemm, attention or full"):
+        BuildConfig(backend="plugins", varlen=True, int8_scope="all")
+    assert BuildConfig(backend="plugins", varlen=True).int8_scope_mode == "gemm"
 
 
 def test_a_refused_plugin_is_a_one_line_error():

@@ -147,7 +147,7 @@ def test_ratios_are_taken_against_the_fastest_torch_at_each_shape():
             _row("torch-compile-reduce-overhead-fp16", 3.0), _row("torch-compile-max-autotune-fp16", 3.5),
             _row("trt-fp16", 2.0), _row("trt-int8", 1.5), _row("trt-int8", 1.6, mode="device-plain"),
             _row("torch-fp32", 1.0, batch=1), _row("torch-fp16", 5.0, batch=1), _row("torch-compile-fp16", 2.0, batch=1),
-            _row("trt-fp16", 0.5, batch=1)]
+            _row("trt-fp16", 0.5, batch=1), _row("trt-int8@bb-full", 1.2)]
     sims = [_sim("trt-int8", 30000.0), _sim("trt-fp16", 24000.0), _sim("torch-fp16", 6000.0),
             _sim("torch-compile-reduce-overhead-fp16", 12000.0), _sim("torch-fp16 padded", 3000.0)]
     report = BenchReport(config_name="m", device={"gpu": "NVIDIA H200"}, results=rows, simulations=sims)
@@ -159,6 +159,7 @@ def test_ratios_are_taken_against_the_fastest_torch_at_each_shape():
     assert big["fp16_vs_torch_max_autotune"] == 1.75 and big["fp16_vs_torch_compile"] == 2.0
     small = r["b1xs128"]  # FP32's 1.0 ms does not count: the peers are FP16
     assert small["best_torch"] == "torch-compile-fp16" and small["fp16_vs_best_torch"] == 4.0
+    assert big["int8@bb-full_vs_best_torch"] == 2.5 and report.engines() == ["trt-fp16", "trt-int8", "trt-int8@bb-full"]
     assert r["simulation"] == {"best_torch": "torch-compile-reduce-overhead-fp16", "int8_vs_best_torch": 2.5,
                                "int8_vs_torch_fp16_padded": 10.0, "fp16_vs_best_torch": 2.0,
                                "fp16_vs_torch_fp16_padded": 8.0}
@@ -225,6 +226,31 @@ def test_bench_on_cpu_measures_ort_and_torch_and_says_what_it_skipped(bench_work
     assert only_cpu.exit_code == 0, only_cpu.output  # every backend asked for was measured
     assert os.path.isfile(os.path.join(reports, "bench-cpu.png"))
     assert sorted(os.listdir(reports)) == ["bench-cpu.json", "bench-cpu.png"]  # nothing half-written
+
+
+def test_bench_times_engines_of_other_work_directories_in_the_same_run(bench_work, tmp_path):
+    import shutil
+
+    work, config = bench_work
+    other = tmp_path / "bb-full"
+    os.makedirs(str(other / "engines" / "sm90-trt8.6.0"))
+    shutil.copy(os.path.join(work, "export.json"), str(other / "export.json"))
+    engine = other / "engines" / "sm90-trt8.6.0" / "int8.engine"
+    engine.write_bytes(b"plan")
+    result = invoke("bench", work, "-c", config, "--backend", "ort-cpu", "--no-simulate", "--engine", str(engine),
+                    "--reports", str(tmp_path / "r"))
+    assert result.exit_code == 3, result.output  # no TensorRT here: the extra engine could not run, and says so
+    report = json.load(open(str(tmp_path / "r" / "bench-cpu.json")))
+    assert report["missing"] == {"trt-int8@bb-full": 3} and "trt-int8@bb-full" in report["info"]["backends"]
+    for path, message in ((str(other / "model.onnx"), "expected WORKDIR/engines/<target>/fp16.engine"),
+                          (str(other / "engines" / "sm90-trt8.6.0" / "fp16.engine"), "no such engine")):
+        result = invoke("bench", work, "-c", config, "--backend", "ort-cpu", "--no-simulate", "--engine", path)
+        assert result.exit_code == 1 and message in result.stderr, result.output
+    record = json.load(open(str(other / "export.json")))
+    record["sha256"]["onnx"] = "0" * 64
+    (other / "export.json").write_text(json.dumps(record), encoding="utf-8")
+    result = invoke("bench", work, "-c", config, "--backend", "ort-cpu", "--no-simulate", "--engine", str(engine))
+    assert result.exit_code == 1 and "holds another export" in result.stderr, result.output
 
 
 def test_bench_bad_input(bench_work, tmp_path):

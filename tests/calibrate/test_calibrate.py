@@ -50,6 +50,31 @@ def fresh_copy(src, dst):
     return str(dst)
 
 
+def test_the_plugins_full_int8_recipe_finds_every_range_it_needs_in_a_real_placement(zh_export):
+    """build.int8_scope full reads, per layer, 8 ranges out of scales.json by the ONNX nodes consuming each tensor:
+    the names of a real export with quantize_attention + quantize_residual must give every one of them."""
+    import onnx
+
+    from trtbuild.backends.trt.plugins import PluginBackendError, layer_ranges
+
+    model = onnx.load(os.path.join(zh_export, "model.onnx"))
+    plan = plan_qdq(model, quantize_residual=True, quantize_attention=True)
+    scales = {"activations": {t: {"amax": 1.0 + k, "consumers": [n for n, _ in uses]}
+                              for k, (t, uses) in enumerate(sorted(plan.activations.items()))}}
+    ranges = layer_ranges(scales, 2)
+    for r in ranges:
+        assert set(r) == {"input", "qkv", "probs", "context", "ffn_input", "gelu", "attn_dense", "ffn_dense"}
+        assert all(v is not None for v in r.values()), r
+    dense = {t: a["amax"] for t, a in scales["activations"].items() if t.endswith("dense/Add_output_0")}
+    assert ranges[1]["attn_dense"] == dense[[t for t in dense if "layer.1/attention/output/dense" in t][0]]
+    assert ranges[1]["ffn_dense"] == dense[[t for t in dense if "layer.1/output/dense" in t][0]]
+    plain = {"activations": {t: {"amax": 1.0, "consumers": [n for n, _ in uses]}
+                             for t, uses in plan_qdq(model, quantize_attention=True).activations.items()}}
+    assert all(r["attn_dense"] is None and r["qkv"] for r in layer_ranges(plain, 2))
+    with pytest.raises(PluginBackendError, match="equalization"):
+        layer_ranges(dict(scales, equalization={"tensors": [{"tensor": "x"}]}), 2)
+
+
 def test_placement_quantizes_linear_layers_and_residuals_only(zh_export):
     import onnx
 

@@ -66,17 +66,33 @@ def _vocab_size(workdir):
 
 
 def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_dir=None, progress=noop,
-              show_bar=False):
+              show_bar=False, extra_engines=()):
     """Measure every backend at every shape, simulate the seed's dynamic batching; returns a BenchReport
-    (written under WORKDIR/reports unless report_dir is given). Its exit code is 3 when a backend asked for could
+    (written under WORKDIR/reports unless report_dir is given). `extra_engines`: engine files of other work
+    directories (e.g. other build settings of the same model) timed in the same run, as backends
+    `trt-<precision>@<their work directory's name>`. Its exit code is 3 when a backend asked for could
     not run for want of a GPU or TensorRT, 1 when one could not run for another reason (a missing engine)."""
     with locked(config.workdir, create=False):
         if report_dir is not None:
             check_report_dir(report_dir)
-        return _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar)
+        return _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar, extra_engines)
 
 
-def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar):
+def extra_engine_name(path):
+    """`trt-<precision>@<work directory name>` for an engine file WORKDIR/engines/<target>/<precision>.engine; a
+    one-line error for anything else."""
+    path = os.path.abspath(path)
+    precision, ext = os.path.splitext(os.path.basename(path))
+    parts = path.split(os.sep)
+    if ext != ".engine" or precision not in ("fp16", "int8") or len(parts) < 4 or parts[-3] != "engines":
+        raise TrtbuildError("--engine {}: expected WORKDIR/engines/<target>/fp16.engine or int8.engine as `trtbuild "
+                            "build` writes it".format(path))
+    if not os.path.isfile(path):
+        raise TrtbuildError("--engine {}: no such engine; build it with `trtbuild build`".format(path))
+    return "trt-{}@{}".format(precision, parts[-4])
+
+
+def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar, extra_engines=()):
     start = time.perf_counter()
     bcfg, sim = config.bench, config.bench.simulate
     backends = list(backends or bcfg.backends)
@@ -106,6 +122,19 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
             engines[name] = find_engine(config.workdir, name.split("-")[1])
         except TrtbuildError as e:
             skipped[name], missing[name] = str(e), EXIT_USER
+    for path in extra_engines:
+        name = extra_engine_name(path)
+        other = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+        theirs = read_json(os.path.join(other, "export.json")) if os.path.isfile(os.path.join(other, "export.json")) \
+            else {}
+        if (theirs.get("sha256") or {}).get("onnx") != record["sha256"].get("onnx"):
+            raise TrtbuildError("--engine {}: its work directory {} holds another export (model.onnx differs from "
+                                "{}'s); bench compares builds of one model".format(path, other, config.workdir))
+        if name in engines:
+            raise TrtbuildError("--engine {}: two engines would both be {}; pass each work directory once".format(
+                path, name))
+        engines[name] = os.path.abspath(path)
+        backends.append(name)
     if engines:
         try:
             from trtbuild.backends.trt import import_tensorrt
@@ -119,7 +148,7 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
             for name in engines:
                 skipped[name], missing[name] = str(e), EXIT_NO_GPU
             engines = {}
-    sim_engines = [n for n in ("trt-int8", "trt-fp16") if n in engines] if simulate_traffic else []
+    sim_engines = list(engines) if simulate_traffic else []
 
     # torch, in its own interpreter, first (nothing else on the GPU meanwhile)
     torch_backends = [b for b in backends if b in TORCH_BACKENDS]

@@ -42,6 +42,15 @@ class BenchReport(Result):
                 return r
         return None
 
+    def engines(self):
+        """The TensorRT backends measured: trt-fp16, trt-int8, then engines of other work directories
+        (`trt-<precision>@<work directory>`, bench --engine), in the order they were measured."""
+        seen = [b for b in TRT_BACKENDS if any(r["backend"] == b for r in self.results)]
+        for r in self.results:
+            if r["backend"].startswith("trt-") and r["backend"] not in seen:
+                seen.append(r["backend"])
+        return seen
+
     def best_torch(self, batch, seq):
         """The fastest FP16 torch backend at a shape (device mode): (backend, ms), or (None, None)."""
         rows = [r for r in self.results if r["backend"] in TORCH_FP16 and (r["batch"], r["seq"], r["mode"]) ==
@@ -61,10 +70,10 @@ class BenchReport(Result):
             best, best_ms = self.best_torch(batch, seq)
             if best:
                 row["best_torch"] = best
-            for engine in TRT_BACKENDS:
+            for engine in self.engines():
                 mine = self.lookup(engine, batch, seq)
                 plain = self.lookup(engine, batch, seq, "device-plain")
-                short = engine.split("-")[1]
+                short = engine[len("trt-"):]
                 if mine and best:
                     row["{}_vs_best_torch".format(short)] = round(best_ms / mine["ms"], 3)
                 if plain and best:
@@ -79,11 +88,11 @@ class BenchReport(Result):
         torch_sims = [sims[b] for b in TORCH_FP16 if b in sims and sims[b]["sustained_rate"]]
         best_sim = max(torch_sims, key=lambda s: s["sustained_rate"], default=None)
         padded = sims.get("torch-fp16 padded")
-        for engine in TRT_BACKENDS:
+        for engine in self.engines():
             if engine not in sims:
                 continue
             row = out.setdefault("simulation", {})
-            short = engine.split("-")[1]
+            short = engine[len("trt-"):]
             if best_sim:
                 row["best_torch"] = best_sim["backend"]
                 row["{}_vs_best_torch".format(short)] = round(sims[engine]["sustained_rate"] / best_sim["sustained_rate"], 3)

@@ -227,6 +227,8 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
     if plugins:  # the checkpoint's weights, as the export recorded them
         entry["source"] = source_path
         entry["gelu"] = config.build.gelu_mode
+        if precision == "int8":
+            entry["int8_scope"] = config.build.int8_scope_mode
         entry["sha256"]["weights"] = record.get("sha256", {}).get("weights/model.safetensors")
     manifest_path = write_entry(out_dir, name, entry)
     _remove_stale_parts(out_dir, precision, [p["file"] for p in parts])
@@ -363,7 +365,8 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
     logger = trt_logger(trt, verbose)
     builder = trt.Builder(logger)
     network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger,
-                                   varlen=config.build.varlen, gelu_mode=config.build.gelu_mode)
+                                   varlen=config.build.varlen, gelu_mode=config.build.gelu_mode,
+                                   int8_scope=config.build.int8_scope_mode)
     return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
 
 

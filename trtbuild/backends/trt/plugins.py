@@ -27,8 +27,10 @@ BertForSequenceClassification checkpoint:
   `segment_ids` [total tokens], `cu_seqlens` [batch + 1] (where each text starts) and a dummy
   `max_seqlen` [longest text] whose length picks the fused attention kernel (FP16 on sm90: 64, 96,
   128, 256, 384; nothing is padded to it). The runners pack [batch, seq] feeds on the host
-  (`pack_varlen`), so callers still pass the ONNX export's inputs. Attention stays FP16 in the INT8
-  engine (INT8 GEMMs).
+  (`pack_varlen`), so callers still pass the ONNX export's inputs. What the INT8 engine runs in INT8 is
+  `build.int8_scope`: the GEMMs (gemm, default), + the attention plugin (attention), + skip-LayerNorm and
+  the residual stream (full: NVIDIA's MLPerf Inference v3.0 `int8_builder_var_seqlen.py`, which runs the
+  whole encoder in INT8 and never forces FP16 between INT8 GEMMs).
 """
 
 import json
@@ -38,7 +40,7 @@ import struct
 import numpy as np
 
 from trtbuild.backends.trt.profiles import VARLEN_MAX_SEQUENCE
-from trtbuild.config import DEFAULT_GELU, GELU_MODES
+from trtbuild.config import DEFAULT_GELU, DEFAULT_INT8_SCOPE, GELU_MODES, INT8_SCOPES
 from trtbuild.errors import TrtbuildError
 from trtbuild.workdir import sha256_file
 
@@ -48,6 +50,7 @@ GELU_PLUGIN = "CustomGeluPluginDynamic"  # version 1 in both plugin sets: GELU's
 VARLEN_INPUTS = ("input_ids", "segment_ids", "cu_seqlens", "max_seqlen")  # the packed engine's inputs, in order
 INT8_MHA_SEQUENCES = (64, 96, 128, 384)  # fused INT8 attention kernels (TensorRT 8.6, sm75..sm90)
 SAFETENSORS = "model.safetensors"
+INT8_SKIP_LN_HIDDEN = (768, 1024)  # CustomSkipLayerNormPluginDynamic's INT8 kernels (TensorRT 8.6, skipLayerNormKernel.cu)
 
 
 class PluginBackendError(TrtbuildError):
@@ -149,8 +152,10 @@ def interleave_qkv(wq, wk, wv, bq, bk, bv, heads):
 
 def layer_ranges(scales, layers):
     """Per encoder layer, the amax of: its input, Q/K/V (max of the three), the attention probabilities, the
-    context, the FFN input and the GELU output, from scales.json (each found through the ONNX node that
-    consumes it). A layer whose attention core was not calibrated gets qkv/probs None (FP16 attention).
+    context, the FFN input, the GELU output and (calibrated with quantize_residual) the two dense outputs entering
+    the residual Adds, from scales.json (each found through the ONNX node that consumes it). A layer whose
+    attention core was not calibrated gets qkv/probs None (FP16 attention), one without residual scales
+    attn_dense/ffn_dense None.
     Raises when a GEMM input has no scale (the Q/DQ placement excluded it: the plugin path cannot mix)."""
     if (scales or {}).get("equalization"):
         raise PluginBackendError("scales.json was calibrated with equalization, whose factors live in an equalized "
@@ -190,6 +195,9 @@ def layer_ranges(scales, layers):
         probs = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n)
         r["qkv"] = max(qk, v) if qk is not None and v is not None else None
         r["probs"] = probs if r["qkv"] is not None else None
+        # the dense outputs entering the residual Adds (calibrate.quantize_residual): build.int8_scope full
+        r["attn_dense"] = amax(i, "attention/output/Add", lambda n: "/dense/" in n)
+        r["ffn_dense"] = amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n)
         out.append(r)
     return out
 
@@ -216,14 +224,18 @@ def load_plugins(trt, logger, version="1"):
 
 
 def plugin_network(trt, builder, spec, weights, input_names, precision, buckets, ranges=None, logger=None,
-                   varlen=False, gelu_mode=DEFAULT_GELU):
+                   varlen=False, gelu_mode=DEFAULT_GELU, int8_scope=DEFAULT_INT8_SCOPE):
     """Define the BERT classifier on a new explicit-batch network of `builder` with TensorRT's BERT plugins.
     Returns (network, keep): `keep` holds the numpy arrays TensorRT references until the engine is built.
     `precision` fp16 or int8 (int8 needs `ranges` from layer_ranges). `varlen`: the packed variable-length
     network (inputs VARLEN_INPUTS, see the module doc) instead of [batch, seq] inputs. `gelu_mode` (build.gelu):
     model, the checkpoint's own GELU (exact erf for hidden_act gelu) as elementwise layers TensorRT fuses into
     the FFN-in GEMM; tanh, the tanh approximation as such layers (a faster fused GEMM on the H100); plugin,
-    TensorRT's GELU plugin (tanh approximation), a kernel of its own after an unfused GEMM."""
+    TensorRT's GELU plugin (tanh approximation), a kernel of its own after an unfused GEMM. `int8_scope`
+    (build.int8_scope, INT8 + varlen): gemm, INT8 GEMMs writing FP16 for FP16 attention and skip-LayerNorm;
+    attention, + the fused INT8 attention (QKV GEMM writes INT8, dq_probs from the probabilities' amax); full, +
+    INT8 skip-LayerNorm fed by INT8 GEMM outputs, the residual stream in INT8 (NVIDIA's MLPerf v3.0
+    `int8_builder_var_seqlen.py`), the last layer's skip-LayerNorm in FP16 (its output feeds the FP32 head)."""
     if gelu_mode not in GELU_MODES:
         raise PluginBackendError("build.gelu must be one of {} (got {!r})".format(", ".join(GELU_MODES), gelu_mode))
 
@@ -240,9 +252,26 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     int8 = precision == "int8"
     if int8 and ranges is None:
         raise PluginBackendError("the INT8 plugin engine needs scales.json; run `trtbuild calibrate` first")
-    # INT8 attention needs a sequence length fixed in the network itself (one bucket) with a fused kernel
-    int8_mha = (int8 and not varlen and spec.head_size == 64 and len(buckets) == 1 and buckets[0] in INT8_MHA_SEQUENCES
-                and all(r["qkv"] is not None for r in ranges))
+    if int8_scope not in INT8_SCOPES:
+        raise PluginBackendError("build.int8_scope must be one of {} (got {!r})".format(", ".join(INT8_SCOPES),
+                                                                                          int8_scope))
+    scope = int8_scope if int8 and varlen else "gemm"
+    if scope in ("attention", "full") and not all(r["qkv"] is not None for r in ranges):
+        raise PluginBackendError("build.int8_scope {} runs the attention in INT8, but scales.json has no Q/K/V or "
+                                 "probability scales: calibrate with calibrate.quantize_attention: true".format(scope))
+    if scope == "full" and not all(r["attn_dense"] is not None and r["ffn_dense"] is not None for r in ranges):
+        raise PluginBackendError("build.int8_scope full needs the ranges of the dense outputs entering the residual "
+                                 "Adds, which scales.json lacks: calibrate with calibrate.quantize_residual: true "
+                                 "(the plugins backend uses only its scales)")
+    full = scope == "full"
+    if full and spec.hidden not in INT8_SKIP_LN_HIDDEN:
+        raise PluginBackendError("build.int8_scope full: TensorRT 8.6's INT8 skip-LayerNorm kernels exist for hidden "
+                                 "size 768 or 1024 only (this model: {}); use int8_scope attention".format(spec.hidden))
+    # INT8 attention: the packed plugin (version 2, any length up to 512) with int8_scope attention/full; the
+    # fixed-length one needs a sequence fixed in the network itself (one bucket) with a fused kernel
+    int8_mha = scope in ("attention", "full") or (
+        int8 and not varlen and spec.head_size == 64 and len(buckets) == 1 and buckets[0] in INT8_MHA_SEQUENCES
+        and all(r["qkv"] is not None for r in ranges))
     mha_type = trt.int8 if int8_mha else trt.float16
     ln_type = trt.float16
     E, keep = spec.hidden, []
@@ -275,9 +304,9 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         layer.name = name
         return layer
 
-    def skip_layernorm(x, skip, prefix, name):
+    def skip_layernorm(x, skip, prefix, name, in_int8=False):
         fields = [field("ld", [E], trt.PluginFieldType.INT32),
-                  field("type_id", [int(ln_type)], trt.PluginFieldType.INT32),
+                  field("type_id", [int(trt.int8 if in_int8 else ln_type)], trt.PluginFieldType.INT32),
                   field("beta", weights[prefix + ".bias"], trt.PluginFieldType.FLOAT32),
                   field("gamma", weights[prefix + ".weight"], trt.PluginFieldType.FLOAT32)]
         plugin = _create(creators["CustomSkipLayerNormPluginDynamic"], name, fields, trt)
@@ -351,7 +380,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
                               weights[p + "attention.self.key.bias"], weights[p + "attention.self.value.bias"],
                               spec.heads)
         qkv_layer = dense(hidden, w, b, 3 * E, "l{}.qkv".format(i))
-        if int8 and varlen:  # the FP16 attention plugin takes FP16 only: no FP32 detour after the INT8 GEMM
+        if int8 and varlen and not int8_mha:  # the FP16 attention plugin takes FP16 only: no FP32 detour
             qkv_layer.set_output_type(0, trt.float16)
         qkv = qkv_layer.get_output(0)
         mha_fields = [field("hidden_size", [E], trt.PluginFieldType.INT32),
@@ -362,7 +391,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
             mha_fields.append(field("var_seqlen", [1], trt.PluginFieldType.INT32))
         if int8_mha:
             rng(qkv, r["qkv"])
-            mha_fields.append(field("dq_probs", [r["probs"] / 127.0], trt.PluginFieldType.FLOAT32))
+            mha_fields.append(field("dq_probs", [min(1.0, r["probs"]) / 127.0], trt.PluginFieldType.FLOAT32))
         mha_plugin = _create(creators["CustomQKVToContextPluginDynamic"], "l{}.attention".format(i), mha_fields, trt)
         mha = network.add_plugin_v2([qkv] + mha_inputs, mha_plugin)
         mha.name = "l{}.attention".format(i)
@@ -370,9 +399,11 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         rng(context, r.get("context"))
         out = dense(context, weights[p + "attention.output.dense.weight"], weights[p + "attention.output.dense.bias"],
                     E, "l{}.attention_out".format(i))
-        if int8:
+        if int8 and not full:
             out.set_output_type(0, trt.float16)
-        attn = skip_layernorm(out.get_output(0), hidden, p + "attention.output.LayerNorm", "l{}.attention_ln".format(i))
+        rng(out.get_output(0), r.get("attn_dense") if full else None)  # INT8 into the INT8 skip-LayerNorm
+        attn = skip_layernorm(out.get_output(0), hidden, p + "attention.output.LayerNorm", "l{}.attention_ln".format(i),
+                              in_int8=full)
         rng(attn, r.get("ffn_input"))
         mid_layer = dense(attn, weights[p + "intermediate.dense.weight"], weights[p + "intermediate.dense.bias"],
                           spec.intermediate, "l{}.ffn_in".format(i))
@@ -383,9 +414,12 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         rng(act, r.get("gelu"))
         out = dense(act, weights[p + "output.dense.weight"], weights[p + "output.dense.bias"], E,
                     "l{}.ffn_out".format(i))
-        if int8:
+        last_int8 = full and i + 1 < spec.layers  # the last layer's output feeds the FP32 head: FP16 skip-LayerNorm
+        if int8 and not last_int8:
             out.set_output_type(0, trt.float16)
-        hidden = skip_layernorm(out.get_output(0), attn, p + "output.LayerNorm", "l{}.ffn_ln".format(i))
+        rng(out.get_output(0), r.get("ffn_dense") if last_int8 else None)
+        hidden = skip_layernorm(out.get_output(0), attn, p + "output.LayerNorm", "l{}.ffn_ln".format(i),
+                                in_int8=last_int8)
         rng(hidden, nxt)
 
     if varlen:  # [CLS] of each text: the rows cu_seqlens[0:B] of [T, E, 1, 1]
