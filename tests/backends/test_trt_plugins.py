@@ -152,8 +152,9 @@ def test_layer_ranges_refuse_equalized_scales():
 def test_layer_ranges_from_scales():
     r = layer_ranges(_scales(12), 12)
     assert len(r) == 12
-    assert r[0] == {"input": 4.0, "context": 2.0, "ffn_input": 19.0, "gelu": 33.0, "qkv": 8.0, "probs": 0.99,
-                    "attn_dense": None, "ffn_dense": None}
+    assert {k: v for k, v in r[0].items() if k != "residual"} == {
+        "input": 4.0, "context": 2.0, "ffn_input": 19.0, "gelu": 33.0, "qkv": 8.0, "probs": 0.99, "attn_dense": None,
+        "ffn_dense": None}
     assert r[1]["input"] == 5.5 and r[11]["context"] == 13.0  # layer.1 is not layer.11
     assert [(x["attn_dense"], x["ffn_dense"]) for x in layer_ranges(_scales(2, residual=True), 2)] == [(9.0, 11.0)] * 2
     r = layer_ranges(_scales(2, attention=False), 2)
@@ -177,52 +178,65 @@ def test_backend_config():
         BuildConfig(gelu="tanh")
 
 
-def test_plugin_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
-    """The network definition code path, run against a recording stand-in for the tensorrt module (the real
-    build is tests/gpu): which plugins, how many, INT8 attention only for one fixed fused-kernel sequence."""
-    from unittest import mock
+def _strict(version="8.6.1"):
+    from trt_api.strict import StrictTrt
 
+    trt = StrictTrt(version)
+    return trt, trt.Builder(trt.Logger(trt.Logger.ERROR))
+
+
+def _made(trt, method, cls=None):
+    """The calls of `method` (on `cls`, or any class) the network definition made on the strict stand-in."""
+    return [(c, a, k) for c, m, a, k in trt.calls if m == method and (cls is None or c == cls)]
+
+
+def _fields(trt):
+    """{PluginField name: [its values, per field made]}."""
+    out = {}
+    for _, args, _ in _made(trt, "__init__", "PluginField"):
+        out.setdefault(args[0], []).append(np.asarray(args[1]).tolist())
+    return out
+
+
+def test_plugin_network_definition_against_tensorrt_8_6_s_api(tiny_checkpoint):
+    """The network definition code path, run against a strict stand-in made from TensorRT 8.6.1's real bindings
+    (tests/trt_api; the real build is tests/gpu): which plugins, how many, INT8 attention only for one fixed
+    fused-kernel sequence."""
     from trtbuild.backends.trt.plugins import BertSpec, plugin_network
 
     spec, w = load_bert(tiny_checkpoint)
-    trt = mock.MagicMock()
-    trt.int8, trt.float16 = 2, 1
+    trt, builder = _strict()
     with pytest.raises(PluginBackendError, match="head size 64 only; this model's heads are 16 wide"):
-        plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "fp16", [16])
+        plugin_network(trt, builder, spec, w, ["input_ids", "attention_mask"], "fp16", [16])
     spec.head_size = 64  # the stand-in does not care about the widths
-    builder = mock.MagicMock()
+    trt, builder = _strict()
     network, keep = plugin_network(trt, builder, spec, w, ["input_ids", "token_type_ids", "attention_mask"], "fp16",
                                    [16, 32])
-    created = [c.args[0] for c in trt.get_plugin_registry().get_plugin_creator().create_plugin.call_args_list]
-    assert created == ["embeddings"] + [n for i in range(2) for n in
-                                        ("l{}.attention_ln".format(i), "l{}.attention".format(i), "l{}.ffn_ln".format(i))] \
-        or sorted(created) == sorted(["embeddings", "l0.attention", "l1.attention", "l0.attention_ln", "l0.ffn_ln",
+    created = [a[0] for _, a, _ in _made(trt, "create_plugin")]
+    assert sorted(created) == sorted(["embeddings", "l0.attention", "l1.attention", "l0.attention_ln", "l0.ffn_ln",
                                       "l1.attention_ln", "l1.ffn_ln"])
-    assert network.add_fully_connected.call_count == 8 and network.add_convolution_nd.call_count == 0
-    network.mark_output.assert_called_once()
+    assert len(_made(trt, "add_fully_connected")) == 8 and not _made(trt, "add_convolution_nd")
+    assert len(_made(trt, "mark_output")) == 1
     assert keep  # the numpy arrays TensorRT reads while building
 
     # build.gelu: the model's erf GELU as elementwise layers (fused by TensorRT), the tanh approximation, the plugin
     for mode, erf, tanh, gelu_plugins in (("model", 2, 1, 0), ("tanh", 0, 3, 0), ("plugin", 0, 1, 2)):  # (+1 tanh: pooler)
-        trt.reset_mock()
-        network, _ = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "fp16", [16],
-                                    gelu_mode=mode)
-        created = [c.args[0] for c in trt.get_plugin_registry().get_plugin_creator().create_plugin.call_args_list]
+        trt, builder = _strict()
+        plugin_network(trt, builder, spec, w, ["input_ids", "attention_mask"], "fp16", [16], gelu_mode=mode)
+        created = [a[0] for _, a, _ in _made(trt, "create_plugin")]
         assert sum(n.endswith(".gelu") for n in created) == gelu_plugins, mode
-        assert network.add_unary.call_count == erf and network.add_activation.call_count == tanh, mode
+        assert len(_made(trt, "add_unary")) == erf and len(_made(trt, "add_activation")) == tanh, mode
     with pytest.raises(PluginBackendError, match="build.gelu must be one of model, tanh, plugin"):
-        plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids"], "fp16", [16], gelu_mode="fast")
+        plugin_network(trt, builder, spec, w, ["input_ids"], "fp16", [16], gelu_mode="fast")
 
     spec64 = BertSpec({"hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 64})
     ranges = layer_ranges(_scales(2), 2)
     for buckets, int8_attention in (([128], True), ([64, 128], False), ([32], False)):
-        trt.reset_mock()
-        w64 = {k: v for k, v in w.items()}
-        network, _ = plugin_network(trt, mock.MagicMock(), spec64, w64, ["input_ids", "attention_mask"], "int8",
-                                    buckets, ranges)
-        assert network.add_convolution_nd.call_count == 8
-        seq = [c.args[2] for c in network.add_input.call_args_list]
-        assert seq == [(-1, buckets[0] if int8_attention else -1)] * 2
+        trt, builder = _strict()
+        plugin_network(trt, builder, spec64, dict(w), ["input_ids", "attention_mask"], "int8", buckets, ranges)
+        assert len(_made(trt, "add_convolution_nd")) == 8
+        assert [a[2] for _, a, _ in _made(trt, "add_input")] == [(-1, buckets[0] if int8_attention else -1)] * 2
+        assert (_fields(trt).get("dq_probs") is not None) == int8_attention
 
 
 def varlen_recipe_forward(spec, w, packed):
@@ -300,68 +314,60 @@ def test_varlen_config_and_profile():
         config_profiles(too_long, 1024)
 
 
-def test_varlen_network_definition_with_a_stand_in_tensorrt(tiny_checkpoint):
+def test_varlen_network_definition_against_tensorrt_8_6_s_api(tiny_checkpoint):
     """The packed network: version-2 plugins, the four packed inputs, attention fed (qkv, dummy mask,
-    cu_seqlens, max_seqlen), [CLS] rows gathered at cu_seqlens[:B]; INT8 keeps FP16 attention."""
-    from unittest import mock
-
+    cu_seqlens, max_seqlen), [CLS] rows gathered at cu_seqlens[:B]; INT8 (scope gemm) keeps FP16 attention."""
     from trtbuild.backends.trt.plugins import VARLEN_INPUTS, plugin_network
 
     spec, w = load_bert(tiny_checkpoint)
     spec.head_size = 64  # the stand-in does not care about the widths
     for precision in ("fp16", "int8"):
-        trt = mock.MagicMock()
-        trt.int8, trt.float16 = 2, 1
+        trt, builder = _strict()
         ranges = layer_ranges(_scales(2), 2) if precision == "int8" else None
-        network, keep = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], precision,
-                                       [32, 64, 128, 256], ranges, varlen=True)
-        versions = {c.args[1] for c in trt.get_plugin_registry().get_plugin_creator.call_args_list}
-        assert versions == {"2"}
-        assert [c.args[0] for c in network.add_input.call_args_list] == list(VARLEN_INPUTS)
-        assert all(c.args[2] == (-1,) for c in network.add_input.call_args_list)
-        inputs = [c.args[0] for c in network.add_plugin_v2.call_args_list]
+        plugin_network(trt, builder, spec, w, ["input_ids", "attention_mask"], precision, [32, 64, 128, 256], ranges,
+                       varlen=True)
+        assert {a[1] for _, a, _ in _made(trt, "get_plugin_creator")} == {"2"}
+        assert [a[0] for _, a, _ in _made(trt, "add_input")] == list(VARLEN_INPUTS)
+        assert all(a[2] == (-1,) for _, a, _ in _made(trt, "add_input"))
+        inputs = [a[0] for _, a, _ in _made(trt, "add_plugin_v2")]
         assert len(inputs[0]) == 4  # the embedding plugin: ids, segment ids, cu_seqlens, max_seqlen
         assert sorted(len(i) for i in inputs[1:]) == [2] * 4 + [4] * 2  # skip-LayerNorms, then attentions
-        fields = [f.args[0] for f in trt.PluginField.call_args_list]
+        fields = _fields(trt)
         assert "var_seqlen" in fields and "mha_type_id" not in fields and "dq_probs" not in fields
-        network.add_slice.assert_called_once()
-        network.mark_output.assert_called_once()
+        assert len(_made(trt, "add_slice")) == 1 and len(_made(trt, "mark_output")) == 1
+        assert not _made(trt, "add_cast")  # 8.6: shape tensors are INT32 already
 
 
-def test_int8_scope_puts_attention_and_the_residual_stream_in_int8_with_a_stand_in_tensorrt(tiny_checkpoint):
-    """build.int8_scope on the packed INT8 network: gemm keeps attention and skip-LayerNorm FP16 (GEMMs write
-    FP16); attention makes the attention plugin INT8 (dq_probs, an INT8 QKV output); full also makes every
-    skip-LayerNorm but the last INT8, with ranges on the dense outputs; each refuses scales without its ranges."""
-    from unittest import mock
-
+def test_int8_scope_puts_attention_and_the_residual_stream_in_int8(tiny_checkpoint):
+    """build.int8_scope on the packed INT8 network (TensorRT 8.6.1's API): gemm keeps attention and skip-LayerNorm
+    FP16 (GEMMs write FP16); attention makes the attention plugin INT8 (dq_probs 1/127, an INT8 QKV output);
+    full also makes every skip-LayerNorm but the last INT8, with the residual stream's ranges at their calibrated
+    maximum; each refuses scales without its ranges."""
     from trtbuild.backends.trt.plugins import plugin_network
 
     spec, w = load_bert(tiny_checkpoint)
     spec.head_size = 64  # the stand-in does not care about the widths
 
     def build(scope, scales):
-        trt = mock.MagicMock()
-        trt.int8, trt.float16 = 2, 1
-        network, _ = plugin_network(trt, mock.MagicMock(), spec, w, ["input_ids", "attention_mask"], "int8",
-                                    [128], layer_ranges(scales, 2), varlen=True, int8_scope=scope)
-        fields = {}
-        for c in trt.PluginField.call_args_list:
-            fields.setdefault(c.args[0], []).append(c.args[1].tolist())
-        typed = sum(1 for c in network.mock_calls if c[0].endswith("set_output_type"))
-        return fields, typed, trt
+        trt, builder = _strict()
+        plugin_network(trt, builder, spec, w, ["input_ids", "attention_mask"], "int8", [128], layer_ranges(scales, 2),
+                       varlen=True, int8_scope=scope)
+        ranges = {round(a[1], 3) for _, a, _ in _made(trt, "set_dynamic_range")}
+        return _fields(trt), len(_made(trt, "set_output_type")), ranges
 
     fields, fp16_outputs, _ = build("gemm", _scales(2, residual=True))
     assert fields["type_id"] == [[1]] * 6 and "dq_probs" not in fields  # 2 attentions + 4 skip-LayerNorms, FP16
     assert fp16_outputs == 3 * 2  # QKV, attention-out and FFN-out GEMMs write FP16
     fields, fp16_outputs, _ = build("attention", _scales(2))
     assert sorted(fields["type_id"]) == [[1]] * 4 + [[2]] * 2 and len(fields["dq_probs"]) == 2
-    assert fields["dq_probs"][0][0] == pytest.approx(0.99 / 127) and fp16_outputs == 2 * 2
+    assert fields["dq_probs"][0][0] == pytest.approx(1 / 127) and fp16_outputs == 2 * 2
     with pytest.raises(PluginBackendError, match="hidden size 768 or 1024 only"):
         build("full", _scales(2, residual=True))
     spec.hidden = 768
-    fields, fp16_outputs, _ = build("full", _scales(2, residual=True))
+    fields, fp16_outputs, ranges = build("full", _scales(2, residual=True))
     assert sorted(fields["type_id"]) == [[1]] + [[2]] * 5  # only the last layer's FFN skip-LayerNorm stays FP16
     assert fp16_outputs == 1  # the last FFN-out GEMM, into that FP16 skip-LayerNorm
+    assert {9.0, 11.0} <= ranges  # the dense outputs entering the residual Adds
     with pytest.raises(PluginBackendError, match="quantize_residual: true"):
         build("full", _scales(2))
     with pytest.raises(PluginBackendError, match="quantize_attention: true"):

@@ -362,6 +362,10 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
             raise TrtbuildError("{} has no scales.json; run `trtbuild calibrate` first".format(wd.root))
         ranges = layer_ranges(read_scales(wd, record), spec.layers)
     buckets = sorted({p.max[1] for p in profiles})
+    if ranges and config.build.int8_scope_mode != "gemm" and config.export.attn_implementation == "sdpa":
+        raise TrtbuildError("build.int8_scope {} takes the Q/K/V range at the attention MatMuls, where an sdpa export "
+                            "has Q and K pre-scaled by head_size^-1/4: export with export.attn_implementation: eager "
+                            "or use int8_scope gemm".format(config.build.int8_scope_mode))
     logger = trt_logger(trt, verbose)
     builder = trt.Builder(logger)
     network, keep = plugin_network(trt, builder, spec, weights, record["inputs"], precision, buckets, ranges, logger,

@@ -16,10 +16,10 @@ BertForSequenceClassification checkpoint:
   baseline was made from.
 - INT8 (implicit quantization, no calibrator: TensorRT 8.6's crashes here): the dynamic ranges of
   the GEMM inputs, Q/K/V, the attention probabilities and the context come from trtbuild's own
-  calibration (`scales.json`, mapped by the ONNX nodes that consume each tensor). The attention
-  plugin runs INT8 only where its fused INT8 kernels exist (sequence 64, 96, 128, 384; head size
-  64) and the sequence length is fixed in the network (an engine with one bucket); otherwise it
-  stays FP16 between INT8 GEMMs.
+  calibration (`scales.json`, mapped by the ONNX nodes that consume each tensor). Fixed length: the
+  attention plugin runs INT8 only where its fused INT8 kernels exist (sequence 64, 96, 128, 384;
+  head size 64) and the sequence length is fixed in the network (an engine with one bucket);
+  otherwise it stays FP16 between INT8 GEMMs. Variable length: `build.int8_scope` (below).
 - Padding: the plugins read the attention mask as "the first n tokens are real" (right padding,
   as trtbuild's tokenizer pads).
 - `build.varlen: true`: the variable-length versions of the same plugins (`demo/BERT/
@@ -163,14 +163,15 @@ def layer_ranges(scales, layers):
                                  "`--no-equalize` (calibrate.equalize: false) for the plugins backend, or build with "
                                  "build.backend onnx")
     acts = (scales or {}).get("activations", {})
-    by_consumer = {}
+    by_consumer, by_consumer_max = {}, {}
     for name, a in acts.items():
         for c in a.get("consumers", []):
             by_consumer.setdefault(c, []).append((name, float(a["amax"])))
+            by_consumer_max.setdefault(c, []).append((name, float(a.get("max_abs") or a["amax"])))
 
-    def amax(i, suffix, pick=None):
+    def amax(i, suffix, pick=None, table=by_consumer):
         tail = "/layer.{}/{}".format(i, suffix)
-        for consumer, found in by_consumer.items():
+        for consumer, found in table.items():
             if consumer.endswith(tail):
                 vals = [v for n, v in found if pick is None or pick(n)]
                 if vals:
@@ -198,6 +199,13 @@ def layer_ranges(scales, layers):
         # the dense outputs entering the residual Adds (calibrate.quantize_residual): build.int8_scope full
         r["attn_dense"] = amax(i, "attention/output/Add", lambda n: "/dense/" in n)
         r["ffn_dense"] = amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n)
+        # build.int8_scope full quantizes the residual stream with these tensors' ranges: their largest value
+        # seen in calibration (a clipped residual stream cost 20 points on the default model, qdq.py)
+        r["residual"] = {"input": amax(i, "attention/self/query/MatMul", table=by_consumer_max),
+                         "ffn_input": amax(i, "intermediate/dense/MatMul", table=by_consumer_max),
+                         "attn_dense": amax(i, "attention/output/Add", lambda n: "/dense/" in n, by_consumer_max),
+                         "ffn_dense": amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n,
+                                           by_consumer_max)}
         out.append(r)
     return out
 
@@ -213,6 +221,10 @@ def load_plugins(trt, logger, version="1"):
     except Exception as e:  # pragma: no cover - depends on the install
         raise PluginBackendError("TensorRT's plugin library did not load ({}); use build.backend onnx".format(e))
     registry = trt.get_plugin_registry()
+    if not hasattr(registry, "get_plugin_creator"):  # TensorRT 11: get_creator, strongly typed networks only
+        raise PluginBackendError("build.backend plugins runs on TensorRT 8.6 and 10.x; TensorRT {} removed the "
+                                 "weakly typed network it writes (get_plugin_creator, layer precisions, "
+                                 "set_dynamic_range): use build.backend onnx".format(trt.__version__))
     creators = {}
     for name in PLUGIN_CREATORS:
         creator = registry.get_plugin_creator(name, version, "")
@@ -256,7 +268,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         raise PluginBackendError("build.int8_scope must be one of {} (got {!r})".format(", ".join(INT8_SCOPES),
                                                                                           int8_scope))
     scope = int8_scope if int8 and varlen else "gemm"
-    if scope in ("attention", "full") and not all(r["qkv"] is not None for r in ranges):
+    if scope in ("attention", "full") and not all(r["qkv"] is not None and r["probs"] is not None for r in ranges):
         raise PluginBackendError("build.int8_scope {} runs the attention in INT8, but scales.json has no Q/K/V or "
                                  "probability scales: calibrate with calibrate.quantize_attention: true".format(scope))
     if scope == "full" and not all(r["attn_dense"] is not None and r["ffn_dense"] is not None for r in ranges):
@@ -366,7 +378,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     emb.name = "embeddings"
     hidden, mask_idx = emb.get_output(0), emb.get_output(1)  # (packed: the mask output is an empty dummy)
     if int8:
-        rng(hidden, ranges[0]["input"])
+        rng(hidden, ranges[0]["residual"]["input"] if full else ranges[0]["input"])
         if not varlen:
             mask_idx.set_dynamic_range(-1, 1)
     mha_inputs = [mask_idx] + emb_inputs[2:] if varlen else [mask_idx]
@@ -374,7 +386,8 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     for i in range(spec.layers):
         p = "encoder.layer.{}.".format(i)
         r = ranges[i] if int8 else {}
-        nxt = ranges[i + 1]["input"] if int8 and i + 1 < spec.layers else None
+        nxt = (ranges[i + 1]["residual"]["input"] if full else ranges[i + 1]["input"]) \
+            if int8 and i + 1 < spec.layers else None
         w, b = interleave_qkv(weights[p + "attention.self.query.weight"], weights[p + "attention.self.key.weight"],
                               weights[p + "attention.self.value.weight"], weights[p + "attention.self.query.bias"],
                               weights[p + "attention.self.key.bias"], weights[p + "attention.self.value.bias"],
@@ -391,7 +404,8 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
             mha_fields.append(field("var_seqlen", [1], trt.PluginFieldType.INT32))
         if int8_mha:
             rng(qkv, r["qkv"])
-            mha_fields.append(field("dq_probs", [min(1.0, r["probs"]) / 127.0], trt.PluginFieldType.FLOAT32))
+            # softmax probabilities lie in [0, 1]: a calibrated amax below 1 would clip the peaked heads
+            mha_fields.append(field("dq_probs", [1.0 / 127.0], trt.PluginFieldType.FLOAT32))
         mha_plugin = _create(creators["CustomQKVToContextPluginDynamic"], "l{}.attention".format(i), mha_fields, trt)
         mha = network.add_plugin_v2([qkv] + mha_inputs, mha_plugin)
         mha.name = "l{}.attention".format(i)
@@ -401,10 +415,12 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
                     E, "l{}.attention_out".format(i))
         if int8 and not full:
             out.set_output_type(0, trt.float16)
-        rng(out.get_output(0), r.get("attn_dense") if full else None)  # INT8 into the INT8 skip-LayerNorm
+        if full:  # INT8 out, into the INT8 skip-LayerNorm (MLPerf sets the same precision hint)
+            out.precision = trt.int8
+            rng(out.get_output(0), r["residual"]["attn_dense"])
         attn = skip_layernorm(out.get_output(0), hidden, p + "attention.output.LayerNorm", "l{}.attention_ln".format(i),
                               in_int8=full)
-        rng(attn, r.get("ffn_input"))
+        rng(attn, r["residual"]["ffn_input"] if full else r.get("ffn_input"))
         mid_layer = dense(attn, weights[p + "intermediate.dense.weight"], weights[p + "intermediate.dense.bias"],
                           spec.intermediate, "l{}.ffn_in".format(i))
         if int8 and gelu_mode == "plugin":  # the GELU plugin takes FP16 (its type_id)
@@ -417,7 +433,9 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
         last_int8 = full and i + 1 < spec.layers  # the last layer's output feeds the FP32 head: FP16 skip-LayerNorm
         if int8 and not last_int8:
             out.set_output_type(0, trt.float16)
-        rng(out.get_output(0), r.get("ffn_dense") if last_int8 else None)
+        if last_int8:
+            out.precision = trt.int8
+            rng(out.get_output(0), r["residual"]["ffn_dense"])
         hidden = skip_layernorm(out.get_output(0), attn, p + "output.LayerNorm", "l{}.ffn_ln".format(i),
                                 in_int8=last_int8)
         rng(hidden, nxt)
@@ -425,6 +443,8 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
     if varlen:  # [CLS] of each text: the rows cu_seqlens[0:B] of [T, E, 1, 1]
         cu_seqlens = emb_inputs[2]
         count = network.add_shape(cu_seqlens).get_output(0)  # INT32 in TensorRT 8.6 (INT64 from TensorRT 10)
+        if int(trt.__version__.split(".")[0]) >= 10:  # elementwise needs equal types: back to INT32
+            count = network.add_cast(count, trt.int32).get_output(0)
         count = network.add_elementwise(count, const(np.ones((1,)), dtype=np.int32),
                                         trt.ElementWiseOperation.SUB).get_output(0)
         starts = network.add_slice(cu_seqlens, (0,), (1,), (1,))

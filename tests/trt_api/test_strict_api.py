@@ -1,0 +1,73 @@
+"""The plugins backend's network definition against strict stand-ins of the TensorRT versions users install,
+made from the real bindings wheels' API surfaces (make_surface.py): 8.6.1 and 10.13 build every path, 11.4 is
+refused in one line. The stand-ins themselves raise where the real bindings would."""
+
+import pytest
+
+from trt_api.strict import VERSIONS, StrictTrt
+from trtbuild.backends.trt.plugins import PluginBackendError, layer_ranges, load_bert, plugin_network
+
+PATHS = [("fp16", False, "gemm", [64, 128]), ("int8", False, "gemm", [128]), ("fp16", True, "gemm", [128]),
+         ("int8", True, "gemm", [128]), ("int8", True, "attention", [128]), ("int8", True, "full", [128])]
+
+
+def _scales(layers):
+    acts = {"emb": {"amax": 4.0, "consumers": ["/bert/encoder/layer.0/attention/self/query/MatMul"]}}
+    for i in range(layers):
+        p = "/bert/encoder/layer.{}/".format(i)
+        for tensor, consumer, amax in (("ctx", "attention/output/dense/MatMul", 2.0),
+                                       ("ln1", "intermediate/dense/MatMul", 19.0),
+                                       ("gelu", "output/dense/MatMul", 33.0),
+                                       ("attention/self/Transpose_output_0", "attention/self/MatMul", 7.0),
+                                       ("attention/self/Transpose_1_output_0", "attention/self/MatMul_1", 2.0),
+                                       ("attention/self/Softmax_output_0", "attention/self/MatMul_1", 1.0),
+                                       ("attention/output/dense/Add_output_0", "attention/output/Add", 9.0),
+                                       ("output/dense/Add_output_0", "output/Add", 11.0)):
+            acts[p + tensor] = {"amax": amax, "max_abs": amax * 2, "consumers": [p + consumer]}
+        if i + 1 < layers:
+            acts[p + "ln2"] = {"amax": 5.5, "consumers": ["/bert/encoder/layer.{}/attention/self/query/MatMul".format(
+                i + 1)]}
+    return {"activations": acts}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("precision, varlen, scope, buckets", PATHS)
+def test_plugin_network_per_tensorrt_version(tiny_checkpoint, version, precision, varlen, scope, buckets):
+    spec, w = load_bert(tiny_checkpoint)
+    spec.head_size, spec.hidden = 64, 768  # shapes do not matter to the stand-in; the INT8 kernels' limits do
+    trt = StrictTrt(version)
+    logger = trt.Logger(trt.Logger.ERROR)
+    ranges = layer_ranges(_scales(spec.layers), spec.layers) if precision == "int8" else None
+    run = lambda: plugin_network(trt, trt.Builder(logger), spec, w, ["input_ids", "attention_mask"], precision,  # noqa
+                                 buckets, ranges, logger, varlen=varlen, int8_scope=scope)
+    if version.startswith("11."):
+        with pytest.raises(PluginBackendError, match=r"TensorRT 11\.4\.0 removed .*: use build.backend onnx"):
+            run()
+        return
+    network, keep = run()
+    names = [m for _, m, _, _ in trt.calls]
+    assert names.count("mark_output") == 1 and keep
+    # 10.x: shape tensors are INT64, cast back before the INT32 arithmetic of the [CLS] gather
+    assert ("add_cast" in names) == (varlen and not version.startswith("8."))
+    assert ("add_fully_connected" in names) == (precision == "fp16" and version.startswith("8."))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_stand_in_is_strict(version):
+    trt = StrictTrt(version)
+    network = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_network(0)
+    x = network.add_input("x", trt.float32, (1, 4))
+    layer = network.add_activation(x, trt.ActivationType.RELU)
+    layer.name = "relu"  # a writable property
+    with pytest.raises(AttributeError, match="read-only"):
+        layer.num_inputs = 2
+    with pytest.raises(AttributeError, match="no attribute 'add_frobnicate'"):
+        network.add_frobnicate(x)
+    with pytest.raises(TypeError, match="fits no signature"):
+        network.add_activation(x, trt.ActivationType.RELU, alpha=1.0)  # no such keyword
+    with pytest.raises(TypeError, match="fits no signature"):
+        network.add_activation(trt.float16, trt.ActivationType.RELU)  # a DataType where an ITensor goes
+    assert int(trt.float16) == 1 and int(trt.int8) == 2
+    assert hasattr(network, "add_fully_connected") == version.startswith("8.")
+    assert hasattr(x, "set_dynamic_range") != version.startswith("11.")
+    assert hasattr(trt.get_plugin_registry(), "get_plugin_creator") != version.startswith("11.")
