@@ -16,7 +16,7 @@ import click
 
 from trtbuild import __version__
 from trtbuild._util import Group
-from trtbuild.config import BACKENDS, METHODS, default_config, load_config, with_overrides
+from trtbuild.config import BACKENDS, CALIBRATE_PRECISIONS, METHODS, default_config, load_config, with_overrides
 from trtbuild.errors import ConfigError, TrtbuildError
 from trtbuild.workdir import dumps_json
 
@@ -146,10 +146,13 @@ def export_cmd(checkpoint, workdir, config_path, force, as_json):
               help="SmoothQuant equalization of the GEMM inputs, exact in FP32 [default: on].")
 @click.option("--smooth-alpha", type=click.FloatRange(0, 1), help="One equalization alpha for every GEMM input [default: searched per tensor].")
 @click.option("--from-scales", is_flag=True, help="Only rebuild model.qdq.onnx from model.onnx + an existing scales.json (e.g. on the GPU machine).")
+@click.option("--precision", type=click.Choice(CALIBRATE_PRECISIONS),
+              help="fp8: also write model.fp8.onnx, the same scales as FP8 E4M3 Q/DQ (opset 19; TensorRT >= 10 on "
+                   "SM >= 8.9; `verify --candidate fp8` measures it in ONNX Runtime) [default: calibrate.precision, int8].")
 @json_option
 def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, batch_size, evals, lexicon,
                   min_slang_coverage, on_bad_utf8, trt_cache, no_eval, auto_fallback, equalize, smooth_alpha, from_scales,
-                  as_json):
+                  precision, as_json):
     """INT8 calibration over a text corpus -> Q/DQ ONNX, scales and a coverage report.
 
     Runs the exported FP32 ONNX in ONNX Runtime (CPU) over the corpus (20 % held out to judge the choices),
@@ -169,14 +172,15 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
             raise TrtbuildError("--from-scales rebuilds exactly what scales.json records; {} cannot change it (drop "
                                 "it, or calibrate again)".format(", ".join(given)))
 
-        _emit(qdq_from_scales(config.workdir, progress=_progress), as_json)
+        fp8 = (precision or config.calibrate.precision) == "fp8"
+        _emit(qdq_from_scales(config.workdir, progress=_progress, fp8=fp8), as_json)
         return
     from trtbuild.calibrate.fallback import calibrate_and_check
 
     # --corpus becomes data.calibration, so the verify gate's text:slang-unseen slice compares with the same corpus
     config = _replace(config, "data", eval=tuple(evals) or None, lexicon=lexicon, calibration=tuple(corpora) or None)
     config = _replace(config, "calibrate", min_slang_coverage=min_slang_coverage, max_texts=max_texts,
-                      batch_size=batch_size, equalize=equalize, smooth_alpha=smooth_alpha)
+                      batch_size=batch_size, equalize=equalize, smooth_alpha=smooth_alpha, precision=precision)
     _emit(calibrate_and_check(config, method=method, exclude=exclude or None,
                               on_bad_utf8=on_bad_utf8, trt_cache=trt_cache, evaluate_qdq=not no_eval,
                               auto_fallback=auto_fallback, progress=_progress, show_bar=not as_json), as_json)
@@ -209,7 +213,7 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
 @workdir_argument
 @config_option
 @click.option("--candidate", "candidates", multiple=True,
-              help="What to check: an .onnx or .engine path, or qdq, int8, fp16, fp32 [default: qdq]; repeatable.")
+              help="What to check: an .onnx or .engine path, or qdq, fp8, int8, fp16, fp32 [default: qdq]; repeatable.")
 @click.option("--eval", "evals", multiple=True, type=click.Path(), help="Labelled eval file(s): jsonl, csv, parquet [default: data.eval].")
 @reports_option
 @click.option("--max-f1-drop", type=click.FloatRange(min=0), help="Gate: overall macro-F1 drop, points [default: 0.8].")

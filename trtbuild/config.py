@@ -159,6 +159,7 @@ class CalibrateConfig:
     min_slang_coverage: Optional[float] = None  # gate: share of the eval set's slang the corpus covers
     on_bad_utf8: str = "skip"  # skip | fail
     trt_cache: bool = False  # also write a TensorRT <= 10 calibration cache
+    precision: str = "int8"  # fp8: also model.fp8.onnx, the same scales as FP8 E4M3 Q/DQ (TensorRT >= 10, SM >= 8.9)
     # equalization (SmoothQuant) of every GEMM input, exact in FP32 (calibrate/equalize.py, README "Calibrate")
     equalize: bool = True
     smooth_alpha: Optional[float] = None  # one alpha for every GEMM input; None: searched per tensor (smooth_alphas)
@@ -173,6 +174,8 @@ class CalibrateConfig:
 
     def __post_init__(self):
         _check(self.method in METHODS, "method", "must be {} (got {!r})".format(_one_of(METHODS), self.method))
+        _check(self.precision in CALIBRATE_PRECISIONS, "precision",
+               "must be {} (got {!r})".format(_one_of(CALIBRATE_PRECISIONS), self.precision))
         _check(50.0 < self.percentile <= 100.0, "percentile", "must be in (50, 100] (got {})".format(self.percentile))
         _check(self.num_bins >= 128 and self.num_bins % 128 == 0, "num_bins",
                "must be a multiple of 128, at least 128 (got {})".format(self.num_bins))
@@ -225,6 +228,7 @@ class ProfileConfig:
 
 GELU_MODES = ("model", "tanh", "plugin")  # build.gelu (plugins backend; trtbuild/plugins.py writes them)
 DEFAULT_GELU = "tanh"
+CALIBRATE_PRECISIONS = ("int8", "fp8")  # calibrate.precision: fp8 writes model.fp8.onnx beside model.qdq.onnx
 INT8_SCOPES = ("gemm", "attention", "full")  # build.int8_scope (plugins + varlen): what runs in INT8 beyond the GEMMs
 DEFAULT_INT8_SCOPE = "gemm"
 

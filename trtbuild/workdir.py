@@ -35,6 +35,7 @@ TOKENIZER_DIR = "tokenizer"
 LABELS_NAME = "labels.json"
 EXPORT_JSON = "export.json"
 QDQ_NAME = "model.qdq.onnx"
+FP8_NAME = "model.fp8.onnx"  # calibrate --precision fp8: the same scales as FP8 (E4M3) Q/DQ, opset 19
 SCALES_NAME = "scales.json"
 CALIBRATE_JSON = "calibrate.json"  # the record of calibrate's outputs, written last
 SCALES_FORMAT = "trtbuild-scales/2"  # /2: equalization factors (issue 20)
@@ -88,6 +89,10 @@ class WorkDir:
         return self.path(QDQ_NAME)
 
     @property
+    def fp8_onnx(self):
+        return self.path(FP8_NAME)
+
+    @property
     def scales(self):
         return self.path(SCALES_NAME)
 
@@ -128,7 +133,7 @@ class WorkDir:
 
     def derived_outputs(self):
         """Everything made from an export: what `export --force` removes once the new export is in place."""
-        return [self.qdq_onnx, self.scales, self.calibrate_json, self.calibration_cache, self.coverage_json,
+        return [self.qdq_onnx, self.fp8_onnx, self.scales, self.calibrate_json, self.calibration_cache, self.coverage_json,
                 self.coverage_html, self.reports, self.cache, self.engines]
 
     def load_tokenizer(self):
@@ -225,7 +230,7 @@ def read_scales(wd, record):
     return scales
 
 
-def check_calibration(workdir, record=None):
+def check_calibration(workdir, record=None, fp8=False):
     """calibrate.json of a work directory, once it is sure that model.qdq.onnx and scales.json are the ones it
     names and were made from the current export; a one-line error otherwise."""
     wd = WorkDir(workdir)
@@ -242,7 +247,7 @@ def check_calibration(workdir, record=None):
     if inputs.get("onnx") != record["sha256"]["onnx"]:
         raise TrtbuildError("{}: the calibration was made for another model.onnx (exported again since?); run "
                             "`{}`".format(wd.root, rerun))
-    for name in (QDQ_NAME, SCALES_NAME):
+    for name in (QDQ_NAME, SCALES_NAME) + ((FP8_NAME,) if fp8 else ()):
         path = wd.path(name)
         if not os.path.isfile(path) or outputs.get(name) != sha256_file(path):
             raise TrtbuildError("{}: {} is not the one calibrate.json names (edited, replaced or half-written); "

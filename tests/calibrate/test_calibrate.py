@@ -221,6 +221,51 @@ def test_cli_calibrate(zh_export, tmp_path):
                                               "non-empty text".format(empty))
 
 
+def test_fp8_model_from_the_same_scales_runs_in_onnx_runtime_and_verify_checks_it(zh_export, tmp_path):
+    """calibrate --precision fp8: model.fp8.onnx beside model.qdq.onnx, opset 19, FLOAT8E4M3FN zero points, scale
+    amax / 448 per tensor (activations) and per channel (weights), the same placement; ONNX Runtime runs it on
+    the CPU, verify measures it (`--candidate fp8`) and refuses it once edited; an INT8-only rebuild removes it."""
+    import onnx
+    import onnxruntime as ort
+
+    work = fresh_copy(zh_export, tmp_path / "w")
+    config = make_config(work, precision="fp8")
+    calibrate(config, show_bar=False)
+    fp8 = onnx.load(os.path.join(work, "model.fp8.onnx"))
+    int8 = onnx.load(os.path.join(work, "model.qdq.onnx"))
+    assert {o.domain: o.version for o in fp8.opset_import}[""] == 19
+    assert [n.op_type for n in fp8.graph.node] == [n.op_type for n in int8.graph.node]  # the same placement
+    zero = {i.name: i for i in fp8.graph.initializer if i.name.endswith("_zero_point")}
+    assert zero and all(z.data_type == onnx.TensorProto.FLOAT8E4M3FN for z in zero.values())
+    scales8 = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer if i.name.endswith("_scale")}
+    scalesf = {i.name: onnx.numpy_helper.to_array(i) for i in fp8.graph.initializer if i.name.endswith("_scale")}
+    assert scales8.keys() == scalesf.keys()
+    for name in scales8:
+        assert np.allclose(scalesf[name] * 448, scales8[name] * 127, rtol=1e-5), name
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 21128, size=(4, 32)).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    ref = ort.InferenceSession(os.path.join(work, "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = ort.InferenceSession(os.path.join(work, "model.fp8.onnx"),
+                               providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(got - ref).max() < 0.1 * (np.abs(ref).max() + 1e-3) + 0.02
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("model: {{name: zh, workdir: {}}}\ndata: {{eval: [{}]}}\n".format(work, SLANG_EVAL), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["verify", work, "-c", str(yaml), "--candidate", "fp8"])
+    assert result.exit_code in (0, 4) and "fp8:" in result.output, result.output
+    assert os.path.isfile(os.path.join(work, "reports", "verify-fp8.json"))
+    with open(os.path.join(work, "model.fp8.onnx"), "ab") as f:
+        f.write(b"\0")
+    result = CliRunner().invoke(cli, ["verify", work, "-c", str(yaml), "--candidate", "fp8"])
+    assert result.exit_code == 1 and "model.fp8.onnx is not the one calibrate.json names" in result.stderr
+    before = sha(os.path.join(work, "model.qdq.onnx"))
+    assert CliRunner().invoke(cli, ["calibrate", work, "--from-scales", "--precision", "fp8"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["verify", work, "-c", str(yaml), "--candidate", "fp8"]).exit_code in (0, 4)
+    assert CliRunner().invoke(cli, ["calibrate", work, "--from-scales"]).exit_code == 0
+    assert not os.path.exists(os.path.join(work, "model.fp8.onnx"))  # made from these scales, but not asked for
+    assert sha(os.path.join(work, "model.qdq.onnx")) == before
+
+
 def test_qdq_rebuilt_from_scales_is_identical(zh_export, tmp_path):
     from trtbuild.calibrate.qdq import qdq_from_scales
 

@@ -235,7 +235,7 @@ def test_bad_candidates(work, tmp_path, tiny_checkpoint_no_token_types):
     other = str(tmp_path / "other")
     export_onnx(with_overrides(default_config("o"), checkpoint=tiny_checkpoint_no_token_types, workdir=other))
     cases = [
-        ("nope.onnx", 1, "candidate nope.onnx not found; pass an .onnx or .engine path, or one of qdq, fp16, int8, fp32"),
+        ("nope.onnx", 1, "candidate nope.onnx not found; pass an .onnx or .engine path, or one of qdq, fp8, fp16, int8, fp32"),
         (os.path.join(other, "model.onnx"), 1, "takes inputs attention_mask, input_ids, the baseline model takes "
                                                "attention_mask, input_ids, token_type_ids"),
         ("int8", 1, "no int8 engine under {}; run `trtbuild build {} --int8` on the GPU machine".format(

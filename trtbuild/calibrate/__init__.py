@@ -400,7 +400,7 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
     inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"]["tokenizer"],
               "corpus": scales["corpus"]["sha256"], "texts": len(all_texts)}
     qdq_path = write_calibration(wd, model, plan, scales, inputs, coverage=coverage, trt_cache=trt_cache,
-                                 qmodel=qmodel, sensitivity=sensitivity)
+                                 qmodel=qmodel, sensitivity=sensitivity, fp8=ccfg.precision == "fp8")
     timings["write"] = time.perf_counter() - start - sum(timings.values())
     cache_path = wd.calibration_cache if trt_cache else None
     cov_json, cov_html = (wd.coverage_json, wd.coverage_html) if coverage is not None else (None, None)

@@ -31,7 +31,7 @@ from trtbuild import __version__
 from trtbuild._util import Result, first_line, noop
 from trtbuild.calibrate.equalize import apply_equalization, equalizations_from_scales
 from trtbuild.errors import TrtbuildError
-from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, QDQ_NAME, SCALES_NAME, SENSITIVITY_HTML, \
+from trtbuild.workdir import CACHE_NAME, COVERAGE_HTML, COVERAGE_JSON, FP8_NAME, QDQ_NAME, SCALES_NAME, SENSITIVITY_HTML, \
     SENSITIVITY_JSON, \
     StagedOutputs, WorkDir, atomic_write_json, atomic_write_text, check_amax, check_export, locked, read_scales, \
     sha256_file
@@ -127,17 +127,28 @@ def weight_amax(model, plan):
     return out
 
 
-def _scale(amax):
-    return (np.maximum(np.asarray(amax, dtype=np.float32), np.float32(1e-12)) / np.float32(127.0)).astype(np.float32)
+QMAX = {"int8": 127.0, "fp8": 448.0}  # the largest value of the format: INT8, FP8 E4M3 (FLOAT8E4M3FN)
+FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear with FLOAT8E4M3FN zero points
 
 
-def build_qdq_model(model, plan, act_amax, w_amax):
-    """A copy of `model` with QuantizeLinear -> DequantizeLinear pairs inserted per the plan."""
+def _scale(amax, fmt="int8"):
+    return (np.maximum(np.asarray(amax, dtype=np.float32), np.float32(1e-12)) / np.float32(QMAX[fmt])).astype(
+        np.float32)
+
+
+def build_qdq_model(model, plan, act_amax, w_amax, fmt="int8"):
+    """A copy of `model` with QuantizeLinear -> DequantizeLinear pairs inserted per the plan. fmt int8: symmetric
+    INT8 (zero point 0, scale amax / 127); fp8: FP8 E4M3 (FLOAT8E4M3FN zero point, scale amax / 448) in a copy
+    converted to opset 19, the same placement and amax."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     qdq = onnx.ModelProto()
     qdq.CopyFrom(model)
+    if fmt == "fp8":
+        from onnx import version_converter
+
+        qdq = version_converter.convert_version(qdq, FP8_OPSET)
     graph = qdq.graph
     new_inits = []
     rewire = {}  # (node name, input idx) -> dq tensor
@@ -148,7 +159,11 @@ def build_qdq_model(model, plan, act_amax, w_amax):
         s_name, z_name = safe + "_scale", safe + "_zero_point"
         q_out, dq_out = tensor + "_quantized", tensor + "_dequantized"
         new_inits.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), s_name))
-        new_inits.append(numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), z_name))
+        if fmt == "fp8":
+            shape = list(np.shape(scale))
+            new_inits.append(helper.make_tensor(z_name, TensorProto.FLOAT8E4M3FN, shape, [0] * int(np.prod(shape))))
+        else:
+            new_inits.append(numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), z_name))
         kwargs = {} if axis is None else {"axis": axis}
         q = helper.make_node("QuantizeLinear", [tensor, s_name, z_name], [q_out], name=safe + "_QuantizeLinear", **kwargs)
         dq = helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out], name=safe + "_DequantizeLinear",
@@ -157,11 +172,11 @@ def build_qdq_model(model, plan, act_amax, w_amax):
         return dq_out
 
     for tensor, uses in plan.activations.items():
-        dq_out = pair(tensor, _scale(act_amax[tensor]))
+        dq_out = pair(tensor, _scale(act_amax[tensor], fmt))
         for use in uses:
             rewire[use] = dq_out
     for name, (axis, uses) in plan.weights.items():
-        dq_out = pair(name, _scale(w_amax[name]), axis=axis)
+        dq_out = pair(name, _scale(w_amax[name], fmt), axis=axis)
         for use in uses:
             rewire[use] = dq_out
 
@@ -221,19 +236,24 @@ def scales_document(base, plan, exclude, ccfg, act_amax, w_amax, stats):
 
 
 def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=False, keep=(), qmodel=None,
-                      sensitivity=None):
+                      sensitivity=None, fp8=False):
     """Stage model.qdq.onnx, scales.json (+ coverage.json/.html, the TensorRT cache) and commit them as one unit
     with calibrate.json (its `inputs`: the hashes they were made from) written last. Outputs of an earlier
     calibrate that this one does not make are removed, unless named in `keep`. `qmodel`: the graph the plan is
-    for (the equalized one), default `model`."""
+    for (the equalized one), default `model`. `fp8`: model.fp8.onnx too (the same scales as FP8 E4M3 Q/DQ)."""
     import onnx
 
     qmodel = model if qmodel is None else qmodel
     act_amax = {name: a["amax"] for name, a in scales["activations"].items()}
-    qdq = build_qdq_model(qmodel, plan, act_amax, weight_amax(qmodel, plan))
+    w_amax = weight_amax(qmodel, plan)
+    qdq = build_qdq_model(qmodel, plan, act_amax, w_amax)
     onnx.checker.check_model(qdq)
     with StagedOutputs(wd.root, "calibrate") as staged:
         onnx.save(qdq, staged.path(QDQ_NAME))
+        if fp8:
+            fp8_model = build_qdq_model(qmodel, plan, act_amax, w_amax, fmt="fp8")
+            onnx.checker.check_model(fp8_model)
+            onnx.save(fp8_model, staged.path(FP8_NAME))
         atomic_write_json(staged.path(SCALES_NAME), scales)
         if coverage is not None:
             from trtbuild.calibrate.coverage import write_coverage
@@ -248,8 +268,8 @@ def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=
             atomic_write_text(staged.path(SENSITIVITY_HTML), sensitivity_html(sensitivity))
         record = {"format": CALIBRATE_FORMAT, "trtbuild": __version__, "inputs": inputs,
                   "placement": scales["placement"], "quantized_nodes": len(plan.quantized_nodes)}
-        clear = [n for n in (CACHE_NAME, COVERAGE_JSON, COVERAGE_HTML, SENSITIVITY_JSON, SENSITIVITY_HTML)
-                 if n not in keep]
+        clear = [n for n in (CACHE_NAME, COVERAGE_JSON, COVERAGE_HTML, SENSITIVITY_JSON, SENSITIVITY_HTML) +
+                 (() if fp8 else (FP8_NAME,)) if n not in keep]  # (an FP8 model of older scales would be stale)
         if keep:
             record["outputs"] = {n: sha256_file(wd.path(n)) for n in keep if os.path.isfile(wd.path(n))}
         staged.commit(wd.calibrate_json, record, clear=clear)
@@ -270,9 +290,10 @@ class QdqRebuilt(Result):
         return self.qdq_onnx
 
 
-def qdq_from_scales(workdir, progress=noop):
-    """Rebuild model.qdq.onnx from model.onnx + scales.json (no corpus, no ONNX Runtime): the scales
-    are the portable artifact; this needs only onnx + numpy (it runs under the GPU side's Python 3.9)."""
+def qdq_from_scales(workdir, progress=noop, fp8=False):
+    """Rebuild model.qdq.onnx (and with `fp8` model.fp8.onnx) from model.onnx + scales.json (no corpus, no ONNX
+    Runtime): the scales are the portable artifact; this needs only onnx + numpy (it runs under the GPU side's
+    Python 3.9)."""
     from trtbuild.backends.ort import load_onnx
 
     wd = WorkDir(workdir)
@@ -295,8 +316,8 @@ def qdq_from_scales(workdir, progress=noop):
                 wd.scales, wd.onnx, wd.root))
         inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"].get("tokenizer"),
                   "scales": sha256_file(wd.scales), "from_scales": True}
-        write_calibration(wd, model, plan, scales, inputs, qmodel=qmodel,
+        write_calibration(wd, model, plan, scales, inputs, qmodel=qmodel, fp8=fp8,
                           keep=(COVERAGE_JSON, COVERAGE_HTML, CACHE_NAME, SENSITIVITY_JSON, SENSITIVITY_HTML))
-    progress("rebuilt {} from {} ({} activations, {} weights)".format(wd.qdq_onnx, wd.scales, len(scales["activations"]),
-                                                                      len(plan.weights)))
+    progress("rebuilt {}{} from {} ({} activations, {} weights)".format(
+        wd.qdq_onnx, " and " + wd.fp8_onnx if fp8 else "", wd.scales, len(scales["activations"]), len(plan.weights)))
     return QdqRebuilt(wd.qdq_onnx, wd.scales, len(scales["activations"]), len(plan.weights))

@@ -24,7 +24,7 @@ from trtbuild.verify.evalset import prepare_eval, run_batches
 from trtbuild.verify.report import evaluate
 from trtbuild.workdir import WorkDir, check_calibration, check_export, check_report_dir, locked
 
-CANDIDATE_NAMES = ("qdq", "fp16", "int8", "fp32")
+CANDIDATE_NAMES = ("qdq", "fp8", "fp16", "int8", "fp32")
 
 
 class VerifyResult(Result):
@@ -83,19 +83,21 @@ def _logits(candidate, batches, input_names, n, n_labels, batch_size, show_bar=F
 
 
 def resolve_candidate(workdir, candidate):
-    """A path, or a name: qdq (WORKDIR/model.qdq.onnx), fp32 (model.onnx), fp16 / int8 (the engine built for
-    this GPU and TensorRT, or the only one there is). Returns (path, target name)."""
+    """A path, or a name: qdq (WORKDIR/model.qdq.onnx), fp8 (model.fp8.onnx: calibrate --precision fp8), fp32
+    (model.onnx), fp16 / int8 (the engine built for this GPU and TensorRT, or the only one there is). Returns
+    (path, target name)."""
     from trtbuild.backends.trt.manifest import find_engine
 
     wd = WorkDir(workdir)
-    if candidate in ("qdq", "fp32"):
-        path = wd.qdq_onnx if candidate == "qdq" else wd.onnx
+    if candidate in ("qdq", "fp8", "fp32"):
+        path = {"qdq": wd.qdq_onnx, "fp8": wd.fp8_onnx, "fp32": wd.onnx}[candidate]
         if candidate == "fp32" or not os.path.isfile(wd.export_json):
             check_export(wd.root)
         if not os.path.isfile(path):
-            raise TrtbuildError("{} not found; run `trtbuild calibrate {}` first".format(path, wd.root))
-        if candidate == "qdq":
-            check_calibration(wd.root)
+            raise TrtbuildError("{} not found; run `trtbuild calibrate {}{}` first".format(
+                path, wd.root, " --precision fp8" if candidate == "fp8" else ""))
+        if candidate != "fp32":
+            check_calibration(wd.root, fp8=candidate == "fp8")
         return path, candidate
     if candidate in ("fp16", "int8"):
         path = find_engine(wd.root, candidate)
@@ -107,9 +109,10 @@ def resolve_candidate(workdir, candidate):
     stem = os.path.splitext(os.path.basename(path))[0].replace(".", "-")
     if os.path.splitext(path)[1].lower() in ENGINE_EXTENSIONS:
         stem = "{}-{}".format(stem, os.path.basename(os.path.dirname(os.path.abspath(path))))
-    if os.path.abspath(path) == os.path.abspath(wd.qdq_onnx):
-        check_calibration(wd.root)
-        stem = "qdq"
+    for name, own in (("qdq", wd.qdq_onnx), ("fp8", wd.fp8_onnx)):
+        if os.path.abspath(path) == os.path.abspath(own):
+            check_calibration(wd.root, fp8=name == "fp8")
+            stem = name
     return path, stem
 
 
