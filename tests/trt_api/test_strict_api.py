@@ -71,3 +71,23 @@ def test_the_stand_in_is_strict(version):
     assert hasattr(network, "add_fully_connected") == version.startswith("8.")
     assert hasattr(x, "set_dynamic_range") != version.startswith("11.")
     assert hasattr(trt.get_plugin_registry(), "get_plugin_creator") != version.startswith("11.")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_engine_activation_memory_per_version(version):
+    from trtbuild.backends.trt.engine import engine_device_memory
+
+    from trt_api.strict import FakeObject
+
+    engine = FakeObject(StrictTrt(version), "ICudaEngine")  # (a real one needs a runtime and a plan)
+    assert engine_device_memory(engine) == 0  # read through whichever property this version has
+    assert hasattr(engine, "device_memory_size") != version.startswith("11.")
+    assert hasattr(engine, "device_memory_size_v2") != version.startswith("8.")
+
+
+def test_inspector_entries_of_tensorrt_11():
+    from trtbuild.backends.trt.inspect import _layer_precision
+
+    layer = {"Outputs": [{"Name": "x", "Datatype": "Int8", "Format": "Row major linear"}]}
+    assert _layer_precision(layer) == "int8"
+    assert _layer_precision({"Outputs": [{"Format/Datatype": "Row major linear FP16 format"}]}) == "fp16"

@@ -81,7 +81,7 @@ class EngineSession(object):
 
     @property
     def device_memory_size(self):
-        return max(int(p.engine.device_memory_size) for p in self.parts)
+        return max(engine_device_memory(p.engine) for p in self.parts)
 
     def fit(self, feeds):
         """(part, profile index within the part's engine, feeds as that engine takes them: cast to its dtypes and
@@ -102,3 +102,10 @@ class EngineSession(object):
         self.parts = []
         self.context = self.engine = None
 
+
+def engine_device_memory(engine):
+    """The activation memory an execution context of `engine` needs: `device_memory_size_v2` where the bindings
+    have it (TensorRT >= 10.1; 11 removed `device_memory_size`), else `device_memory_size`."""
+    if hasattr(engine, "device_memory_size_v2"):
+        return int(engine.device_memory_size_v2)
+    return int(engine.device_memory_size)

@@ -68,7 +68,8 @@ def _layer_precision(layer):
         outputs = list(layer.get("Outputs", []) or []) + list(layer.get("Inputs", []) or [])
         text = ""
     for t in outputs:
-        text = str(t.get("Format/Datatype", "")) if isinstance(t, dict) else str(t)
+        # TensorRT 8.6 / 10 write "Format/Datatype"; 11 splits it into "Datatype" and "Format"
+        text = str(t.get("Format/Datatype") or t.get("Datatype") or "") if isinstance(t, dict) else str(t)
         if text:
             break
     lowered = text.lower()
