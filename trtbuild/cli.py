@@ -213,7 +213,7 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
 @workdir_argument
 @config_option
 @click.option("--candidate", "candidates", multiple=True,
-              help="What to check: an .onnx or .engine path, or qdq, fp8, int8, fp16, fp32 [default: qdq]; repeatable.")
+              help="What to check: an .onnx or .engine path, or qdq, fp8, int8, fp16, fp32, fp16-onnx [default: qdq]; repeatable.")
 @click.option("--eval", "evals", multiple=True, type=click.Path(), help="Labelled eval file(s): jsonl, csv, parquet [default: data.eval].")
 @reports_option
 @click.option("--max-f1-drop", type=click.FloatRange(min=0), help="Gate: overall macro-F1 drop, points [default: 0.8].")

@@ -24,7 +24,7 @@ from trtbuild.verify.evalset import prepare_eval, run_batches
 from trtbuild.verify.report import evaluate
 from trtbuild.workdir import WorkDir, check_calibration, check_export, check_report_dir, locked
 
-CANDIDATE_NAMES = ("qdq", "fp8", "fp16", "int8", "fp32")
+CANDIDATE_NAMES = ("qdq", "fp8", "fp16", "int8", "fp32", "fp16-onnx")
 
 
 class VerifyResult(Result):
@@ -84,8 +84,9 @@ def _logits(candidate, batches, input_names, n, n_labels, batch_size, show_bar=F
 
 def resolve_candidate(workdir, candidate):
     """A path, or a name: qdq (WORKDIR/model.qdq.onnx), fp8 (model.fp8.onnx: calibrate --precision fp8), fp32
-    (model.onnx), fp16 / int8 (the engine built for this GPU and TensorRT, or the only one there is). Returns
-    (path, target name)."""
+    (model.onnx), fp16-onnx (model.onnx cast to FP16 as strongly typed builds take it, made once into the cache),
+    fp16 / int8 (the engine built for this GPU and TensorRT, or the only one there is). Returns (path, target
+    name)."""
     from trtbuild.backends.trt.manifest import find_engine
 
     wd = WorkDir(workdir)
@@ -98,6 +99,15 @@ def resolve_candidate(workdir, candidate):
                 path, wd.root, " --precision fp8" if candidate == "fp8" else ""))
         if candidate != "fp32":
             check_calibration(wd.root, fp8=candidate == "fp8")
+        return path, candidate
+    if candidate == "fp16-onnx":
+        from trtbuild.backends.fp16 import write_fp16_onnx
+
+        record = check_export(wd.root)
+        path = os.path.join(wd.cache, "model.fp16-{}.onnx".format(record["sha256"]["onnx"][:16]))
+        if not os.path.isfile(path):
+            os.makedirs(wd.cache, exist_ok=True)
+            write_fp16_onnx(wd.onnx, path)
         return path, candidate
     if candidate in ("fp16", "int8"):
         path = find_engine(wd.root, candidate)

@@ -135,12 +135,21 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
     gpu = gpu_info()
     path = build_path(trt.__version__, precision)
     onnx_path = wd.path(path.onnx)
-    if path.cast_fp16:
-        raise TrtbuildError("TensorRT {} builds strongly typed networks only; the FP16-cast ONNX it needs is "
-                            "not implemented yet (tested path: TensorRT <= 10)".format(trt.__version__))
+    if path.cast_fp16 and plugins:
+        raise TrtbuildError("TensorRT {} builds strongly typed networks only, which build.backend plugins does not "
+                            "write; use build.backend onnx".format(trt.__version__))
     profiles = profiles or config_profiles(config, record["max_length"])
     out_dir = arch_dir(wd.root, gpu["compute_capability"], trt.__version__)
     os.makedirs(out_dir, exist_ok=True)
+    cast = None
+    if path.cast_fp16:  # strongly typed: the network's FP16 comes from an FP16-cast ONNX (trtbuild/backends/fp16.py)
+        from trtbuild.backends.fp16 import write_fp16_onnx
+
+        cast_path = os.path.join(out_dir, path.onnx.replace(".onnx", ".fp16.onnx"))
+        progress("casting {} to FP16 for a strongly typed build ({})".format(path.onnx, cast_path))
+        write_fp16_onnx(onnx_path, cast_path)
+        cast = {"file": os.path.basename(cast_path), "from": path.onnx, "sha256": sha256_file(cast_path)}
+        onnx_path = cast_path
     cache_path = os.path.join(out_dir, TIMING_CACHE)
     warm = warm_at_start = os.path.isfile(cache_path)
 
@@ -211,12 +220,14 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
         "builder": {"flags": list(path.flags), "strongly_typed": path.strongly_typed,
                     "workspace_mib": config.build.workspace_mib,
                     "optimization_level": config.build.optimization_level},
-        "sha256": {"onnx": sha256_file(onnx_path) if os.path.isfile(onnx_path) else None,
+        "sha256": {"onnx": sha256_file(wd.path(path.onnx)) if os.path.isfile(wd.path(path.onnx)) else None,
                    "engine": parts[0]["sha256"]},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if len(parts) > 1:
         entry["files"] = parts
+    if cast is not None:  # the FP16-cast ONNX the strongly typed network was parsed from
+        entry["fp16_cast"] = cast
     if precision == "int8" and os.path.isfile(wd.scales):
         entry["sha256"]["scales"] = sha256_file(wd.scales)
     if varlen:  # the engine's own inputs are the packed ones; runners pack [batch, seq] feeds (plugins.pack_varlen)
