@@ -191,10 +191,11 @@ def calibrate_cmd(workdir, corpora, config_path, method, exclude, max_texts, bat
 @config_option
 @click.option("--int8", is_flag=True, help="Also build the INT8 engine from model.qdq.onnx (run calibrate first).")
 @click.option("--fp16/--no-fp16", default=True, help="Build the FP16 engine [default: yes].")
+@click.option("--fp8", is_flag=True, help="Also build an FP8 engine from model.fp8.onnx (calibrate --precision fp8; TensorRT >= 10 on SM >= 8.9).")
 @click.option("--profiles-from", type=click.Path(), help="Derive the length buckets from a corpus's token lengths (needs the tokenizer: CPU side).")
 @click.option("--verbose", is_flag=True, help="TensorRT's verbose log.")
 @json_option
-def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json):
+def build_cmd(workdir, config_path, int8, fp16, fp8, profiles_from, verbose, as_json):
     """Build FP16 (and with --int8 INT8) TensorRT engines for this GPU.
 
     One optimization profile per length bucket; writes WORKDIR/engines/sm<XY>-trt<version>/ with
@@ -205,7 +206,7 @@ def build_cmd(workdir, config_path, int8, fp16, profiles_from, verbose, as_json)
     config = _workdir_config(workdir, config_path)
     with _stdout_to_stderr():
         report = build_engines(config, int8=int8, fp16=fp16, profiles_from=profiles_from, progress=_progress,
-                               verbose=verbose)
+                               verbose=verbose, fp8=fp8)
     _emit(report, as_json)
 
 

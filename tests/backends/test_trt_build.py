@@ -107,6 +107,14 @@ def test_build_path_rejects_unknown_precision():
         build_path("8.6.0", "int4")
 
 
+def test_fp8_needs_tensorrt_10_and_builds_strongly_typed_from_the_fp8_model():
+    with pytest.raises(TrtbuildError, match="FP8 engines need TensorRT >= 10 .* TensorRT 8.6.0 has no FP8"):
+        build_path("8.6.0", "fp8")
+    for version in ("10.13.3", "11.4.0"):
+        path = build_path(version, "fp8")
+        assert (path.onnx, path.flags, path.strongly_typed, path.cast_fp16) == ("model.fp8.onnx", (), True, True)
+
+
 @pytest.fixture
 def fake_engine(tmp_path):
     """An engine file and its manifest entry, as build writes them."""
@@ -181,6 +189,8 @@ def test_build_without_tensorrt_exits_3(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["build", work])
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: TensorRT is not installed here; run build on the GPU machine")
+    result = CliRunner().invoke(cli, ["build", work, "--fp8", "--no-fp16"])  # refused before any engine is built
+    assert result.exit_code == 1 and "has no model.fp8.onnx; run `trtbuild calibrate" in result.stderr
 
 
 def test_layer_precision_from_inspector_entries():

@@ -53,8 +53,14 @@ class BuildPath:
 def build_path(trt_version, precision):
     """The build recipe for a TensorRT version string (e.g. "8.6.0", "10.13.0", "11.0.0")."""
     if precision not in PRECISIONS:
-        raise TrtbuildError("unknown precision {!r}; use fp16 or int8".format(precision))
+        raise TrtbuildError("unknown precision {!r}; use fp16, int8 or fp8".format(precision))
     major = int(str(trt_version).split(".")[0])
+    if precision == "fp8":  # E4M3 Q/DQ from `calibrate --precision fp8`, the float parts cast to FP16
+        if major < 10:
+            raise TrtbuildError("FP8 engines need TensorRT >= 10 on a GPU of SM >= 8.9; TensorRT {} has no FP8 "
+                                "(`verify --candidate fp8` measures model.fp8.onnx's accuracy on the CPU)".format(
+                                    trt_version))
+        return BuildPath("fp8", "model.fp8.onnx", (), True, True)
     if major >= 11:  # no FP16/INT8 builder flags, no implicit INT8: types come from the network
         if precision == "fp16":
             return BuildPath("fp16", "model.onnx", (), True, True)
@@ -126,18 +132,24 @@ def build_engine(config, precision="fp16", profiles=None, progress=noop, verbose
 def _build_engine(config, wd, precision, profiles, progress, verbose):
     record = check_export(wd.root)
     plugins = config.build.backend == "plugins"
-    if precision == "int8":  # (checked before TensorRT is imported: a CPU machine says so too)
+    if precision in ("int8", "fp8"):  # (checked before TensorRT is imported: a CPU machine says so too)
         if not os.path.isfile(wd.calibrate_json) and not os.path.isfile(wd.qdq_onnx):
             raise TrtbuildError("{} has no calibration (model.qdq.onnx, scales.json); run `trtbuild calibrate {}` "
                                 "first".format(wd.root, wd.root))
-        check_calibration(wd.root, record)
+        if precision == "fp8" and not os.path.isfile(wd.fp8_onnx):
+            raise TrtbuildError("{} has no model.fp8.onnx; run `trtbuild calibrate {} --from-scales --precision fp8` "
+                                "first".format(wd.root, wd.root))
+        check_calibration(wd.root, record, fp8=precision == "fp8")
     trt = import_tensorrt()
     gpu = gpu_info()
     path = build_path(trt.__version__, precision)
+    if precision == "fp8" and float(gpu["compute_capability"]) < 8.9:
+        raise TrtbuildError("FP8 engines need a GPU of SM >= 8.9 (Ada, Hopper); this {} is SM {}: build int8".format(
+            gpu["name"], gpu["compute_capability"]))
     onnx_path = wd.path(path.onnx)
     if path.cast_fp16 and plugins:
-        raise TrtbuildError("TensorRT {} builds strongly typed networks only, which build.backend plugins does not "
-                            "write; use build.backend onnx".format(trt.__version__))
+        raise TrtbuildError("the {} engine on TensorRT {} is a strongly typed network, which build.backend plugins "
+                            "does not write; use build.backend onnx".format(precision.upper(), trt.__version__))
     profiles = profiles or config_profiles(config, record["max_length"])
     out_dir = arch_dir(wd.root, gpu["compute_capability"], trt.__version__)
     os.makedirs(out_dir, exist_ok=True)
@@ -228,7 +240,7 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
         entry["files"] = parts
     if cast is not None:  # the FP16-cast ONNX the strongly typed network was parsed from
         entry["fp16_cast"] = cast
-    if precision == "int8" and os.path.isfile(wd.scales):
+    if precision in ("int8", "fp8") and os.path.isfile(wd.scales):
         entry["sha256"]["scales"] = sha256_file(wd.scales)
     if varlen:  # the engine's own inputs are the packed ones; runners pack [batch, seq] feeds (plugins.pack_varlen)
         from trtbuild.backends.trt.plugins import VARLEN_INPUTS
@@ -385,11 +397,18 @@ def _plugin_network(trt, config, wd, record, precision, profiles, verbose):
     return os.path.join(checkpoint, SAFETENSORS), (builder, network), (keep, weights, builder)
 
 
-def build_engines(config, int8=False, profiles=None, progress=noop, verbose=False, fp16=True, profiles_from=None):
-    """FP16 (unless `fp16` is False); INT8 too with `int8`. Returns a BuildReport. `profiles_from`: a corpus whose
-    token lengths set the bucket profiles (`profiles_from_corpus`)."""
-    if not fp16 and not int8:
-        raise TrtbuildError("nothing to build: --no-fp16 needs --int8")
+def build_engines(config, int8=False, profiles=None, progress=noop, verbose=False, fp16=True, profiles_from=None,
+                  fp8=False):
+    """FP16 (unless `fp16` is False); INT8 too with `int8`, FP8 with `fp8` (TensorRT >= 10, SM >= 8.9). Returns a
+    BuildReport. `profiles_from`: a corpus whose token lengths set the bucket profiles (`profiles_from_corpus`)."""
+    if not fp16 and not int8 and not fp8:
+        raise TrtbuildError("nothing to build: --no-fp16 needs --int8 or --fp8")
+    if fp8:  # before any engine is built, as for INT8 below
+        wd = WorkDir(config.workdir)
+        if not os.path.isfile(wd.fp8_onnx):
+            raise TrtbuildError("{} has no model.fp8.onnx; run `trtbuild calibrate {} --from-scales --precision fp8` "
+                                "first".format(config.workdir, config.workdir))
+        check_calibration(config.workdir, check_export(config.workdir), fp8=True)
     if int8:  # before any engine is built: a long FP16 build must not end in "calibrate first"
         record = check_export(config.workdir)
         if not os.path.isfile(WorkDir(config.workdir).calibrate_json):
@@ -401,6 +420,8 @@ def build_engines(config, int8=False, profiles=None, progress=noop, verbose=Fals
     results = [build_engine(config, "fp16", profiles, progress, verbose)] if fp16 else []
     if int8:
         results.append(build_engine(config, "int8", profiles, progress, verbose))
+    if fp8:
+        results.append(build_engine(config, "fp8", profiles, progress, verbose))
     return BuildReport(results)
 
 

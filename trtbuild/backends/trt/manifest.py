@@ -14,7 +14,7 @@ from trtbuild.workdir import WorkDir, atomic_write_json, read_record, sha256_fil
 
 MANIFEST = "manifest.json"
 TIMING_CACHE = "timing.cache"
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = ("fp16", "int8", "fp8")
 
 
 class EngineMismatchError(TrtbuildError):
