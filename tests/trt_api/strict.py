@@ -127,6 +127,8 @@ class FakeClass(object):
 
     def __getattr__(self, attr):
         entry = self._fake._surface["classes"][self._name]
+        if attr == "__members__" and "enum" in entry:
+            return {k: FakeEnum(self._fake, self._name, k, v) for k, v in entry["enum"].items()}
         if attr in entry.get("enum", {}):
             return FakeEnum(self._fake, self._name, attr, entry["enum"][attr])
         prop = self._fake.lookup(self._name, "properties", attr)

@@ -91,3 +91,13 @@ def test_inspector_entries_of_tensorrt_11():
     layer = {"Outputs": [{"Name": "x", "Datatype": "Int8", "Format": "Row major linear"}]}
     assert _layer_precision(layer) == "int8"
     assert _layer_precision({"Outputs": [{"Format/Datatype": "Row major linear FP16 format"}]}) == "fp16"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_plugin_tactic_sources_leave_out_cudnn_on_every_version(version):
+    from trtbuild.backends.trt.build import plugin_tactic_sources
+
+    names = [s.name for s in plugin_tactic_sources(StrictTrt(version))]
+    assert "CUDNN" not in names and names
+    assert names == (["CUBLAS", "CUBLAS_LT"] if version.startswith("8.") else
+                     ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"])

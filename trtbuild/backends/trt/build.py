@@ -70,6 +70,16 @@ def build_path(trt_version, precision):
     return BuildPath("int8", "model.qdq.onnx", ("FP16", "INT8"), False, False)
 
 
+def plugin_tactic_sources(trt):
+    """The plugins backend's tactic sources: 8.6 as measured (cuBLAS and cuBLASLt: the plugins call them, and the
+    cuDNN library is a stand-in on our GPU machine); from 10 every source the version has but cuDNN and the
+    deprecated cuBLAS ones, i.e. the defaults without cuDNN."""
+    members = trt.TacticSource.__members__
+    if int(trt.__version__.split(".")[0]) < 10:
+        return [trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT]
+    return [members[n] for n in sorted(members) if n not in ("CUDNN", "CUBLAS", "CUBLAS_LT")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Build
 
@@ -174,7 +184,7 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
     extra, source_path, keep = {}, onnx_path, None
     if plugins:  # as demo/BERT: no cuDNN tactics (its library is a stand-in here); the FP32 classifier head and
         # the FP16 outputs of the INT8 GEMMs are precision requests the builder should follow where it can
-        extra = dict(tactic_sources=[trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT], precision_constraints="prefer")
+        extra = dict(tactic_sources=plugin_tactic_sources(trt), precision_constraints="prefer")
         source_path, network, keep = _plugin_network(trt, config, wd, record, precision, profiles, verbose)
     else:
         from polygraphy.backend.trt import NetworkFromOnnxPath
