@@ -196,6 +196,14 @@ def test_edited_onnx_refused(zh_export, tmp_path):
         calibrate(make_config(work), show_bar=False)
 
 
+def test_trt_cache_header_per_tensorrt_version():
+    from trtbuild.calibrate.qdq import trt_cache_header
+
+    assert trt_cache_header("8.6.0") == "TRT-8600-EntropyCalibration2"
+    assert trt_cache_header("8.6.1.6") == "TRT-8601-EntropyCalibration2"
+    assert trt_cache_header("10.13.3.9") == "TRT-101303-EntropyCalibration2"
+
+
 def test_trt_cache_format():
     text = trt_calibration_cache({"b": 127.0, "a": 1.27})
     assert text.splitlines() == ["TRT-8600-EntropyCalibration2", "a: 3c23d70a", "b: 3f800000"]

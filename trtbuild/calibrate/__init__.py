@@ -250,16 +250,25 @@ def calibrate(config, corpus_paths=None, method=None, exclude=None, max_texts=No
     if trt_cache and ccfg.equalize:
         raise TrtbuildError("--trt-cache describes model.onnx's own tensors, but equalization (on by default) "
                             "calibrates an equalized graph: build from model.qdq.onnx, or add --no-equalize")
+    trt_version = None
+    if trt_cache:  # the cache's header names a TensorRT version: the one installed here, else 8.6.0
+        from trtbuild.backends.trt import installed_version
+
+        trt_version = installed_version() or "8.6.0"
+        if int(trt_version.split(".")[0]) >= 11:
+            raise TrtbuildError("--trt-cache: TensorRT {} has no implicit INT8 calibration (removed in 11); build "
+                                "from model.qdq.onnx".format(trt_version))
     if auto_fallback is not None and auto_fallback != ccfg.auto_fallback:
         config = config.replace(calibrate=dataclasses.replace(ccfg, auto_fallback=auto_fallback))
     paths = list(corpus_paths or config.data.calibration)
     wd = WorkDir(config.workdir)
     with locked(wd.root, create=False):
         return _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress,
-                          show_bar)
+                          show_bar, trt_version)
 
 
-def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress, show_bar):
+def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad_utf8, trt_cache, progress, show_bar,
+               trt_version=None):
     from trtbuild.backends.ort import load_onnx
 
     from trtbuild.calibrate.coverage import coverage_report, write_coverage
@@ -400,7 +409,8 @@ def _calibrate(config, wd, paths, method, exclude, batch_size, max_texts, on_bad
     inputs = {"onnx": record["sha256"]["onnx"], "tokenizer": record["sha256"]["tokenizer"],
               "corpus": scales["corpus"]["sha256"], "texts": len(all_texts)}
     qdq_path = write_calibration(wd, model, plan, scales, inputs, coverage=coverage, trt_cache=trt_cache,
-                                 qmodel=qmodel, sensitivity=sensitivity, fp8=ccfg.precision == "fp8")
+                                 qmodel=qmodel, sensitivity=sensitivity, fp8=ccfg.precision == "fp8",
+                                 trt_version=trt_version or "8.6.0")
     timings["write"] = time.perf_counter() - start - sum(timings.values())
     cache_path = wd.calibration_cache if trt_cache else None
     cov_json, cov_html = (wd.coverage_json, wd.coverage_html) if coverage is not None else (None, None)

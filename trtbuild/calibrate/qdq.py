@@ -202,6 +202,14 @@ def build_qdq_model(model, plan, act_amax, w_amax, fmt="int8"):
     return qdq
 
 
+def trt_cache_header(version="8.6.0"):
+    """The first line of TensorRT's calibration cache for a version: TRT-<NV_TENSORRT_VERSION>-EntropyCalibration2,
+    that number being major*1000 + minor*100 + patch up to 8.x and major*10000 + minor*100 + patch from 10."""
+    major, minor, patch = (int(p) for p in (str(version).split(".") + ["0", "0"])[:3])
+    number = (major * 10000 if major >= 10 else major * 1000) + minor * 100 + patch
+    return "TRT-{}-EntropyCalibration2".format(number)
+
+
 def trt_calibration_cache(act_amax, header="TRT-8600-EntropyCalibration2"):
     """A TensorRT (<= 10) calibration cache: `name: big-endian float32 scale in hex` per tensor."""
     lines = [header]
@@ -236,7 +244,7 @@ def scales_document(base, plan, exclude, ccfg, act_amax, w_amax, stats):
 
 
 def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=False, keep=(), qmodel=None,
-                      sensitivity=None, fp8=False):
+                      sensitivity=None, fp8=False, trt_version="8.6.0"):
     """Stage model.qdq.onnx, scales.json (+ coverage.json/.html, the TensorRT cache) and commit them as one unit
     with calibrate.json (its `inputs`: the hashes they were made from) written last. Outputs of an earlier
     calibrate that this one does not make are removed, unless named in `keep`. `qmodel`: the graph the plan is
@@ -260,7 +268,7 @@ def write_calibration(wd, model, plan, scales, inputs, coverage=None, trt_cache=
 
             write_coverage(coverage, staged.dir)
         if trt_cache:
-            atomic_write_text(staged.path(CACHE_NAME), trt_calibration_cache(act_amax))
+            atomic_write_text(staged.path(CACHE_NAME), trt_calibration_cache(act_amax, trt_cache_header(trt_version)))
         if sensitivity is not None:
             from trtbuild.calibrate.report import sensitivity_html
 

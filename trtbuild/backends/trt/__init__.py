@@ -32,3 +32,12 @@ def import_tensorrt():
         except Exception:  # no plugin library: ONNX-parser engines do not need it
             pass
     return trt
+
+
+def installed_version():
+    """The TensorRT version this Python can import (e.g. "8.6.0"), or None: no library loaded, no error."""
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError):
+        return None
+    return getattr(trt, "__version__", None)
