@@ -101,3 +101,50 @@ def test_plugin_tactic_sources_leave_out_cudnn_on_every_version(version):
     assert "CUDNN" not in names and names
     assert names == (["CUBLAS", "CUBLAS_LT"] if version.startswith("8.") else
                      ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"])
+
+
+# every `trt.X` / `trt.X.Y` the TensorRT package of trtbuild names, against each version's recorded surface; the
+# names a version lacks are on code paths that version never reaches (each says where it is guarded)
+NOT_IN_BINDINGS = {"nptype": "a Python helper of the tensorrt package, outside the bindings module"}
+GUARDED = {
+    "11.4.0": {"NetworkDefinitionCreationFlag.EXPLICIT_BATCH": "plugins.plugin_network, after load_plugins refuses 11",
+               "TacticSource.CUBLAS": "build.plugin_tactic_sources, TensorRT < 10 only",
+               "TacticSource.CUBLAS_LT": "build.plugin_tactic_sources, TensorRT < 10 only"},
+}
+
+
+def _trt_names():
+    import ast
+    import os
+
+    from helpers import ROOT
+
+    folder = os.path.join(ROOT, "trtbuild", "backends", "trt")
+    used = set()
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            for node in ast.walk(ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())):
+                if isinstance(node, ast.Attribute):
+                    chain, n = [], node
+                    while isinstance(n, ast.Attribute):
+                        chain.append(n.attr)
+                        n = n.value
+                    if isinstance(n, ast.Name) and n.id == "trt" and chain[-1] != "__version__":
+                        used.add(".".join(list(reversed(chain))[:2]))
+    return used
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_tensorrt_name_the_package_uses_exists_in_each_version(version):
+    trt = StrictTrt(version)
+    missing = set()
+    for name in _trt_names():
+        if name.split(".")[0] in NOT_IN_BINDINGS:
+            continue
+        try:
+            obj = trt
+            for part in name.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            missing.add(name)
+    assert missing == set(GUARDED.get(version, {})), missing
