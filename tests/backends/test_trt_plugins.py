@@ -154,7 +154,7 @@ def test_layer_ranges_from_scales():
     assert len(r) == 12
     assert {k: v for k, v in r[0].items() if k != "residual"} == {
         "input": 4.0, "context": 2.0, "ffn_input": 19.0, "gelu": 33.0, "qkv": 8.0, "probs": 0.99, "attn_dense": None,
-        "ffn_dense": None}
+        "ffn_dense": None, "probs_max": 0.99}
     assert r[1]["input"] == 5.5 and r[11]["context"] == 13.0  # layer.1 is not layer.11
     assert [(x["attn_dense"], x["ffn_dense"]) for x in layer_ranges(_scales(2, residual=True), 2)] == [(9.0, 11.0)] * 2
     r = layer_ranges(_scales(2, attention=False), 2)
@@ -340,7 +340,8 @@ def test_varlen_network_definition_against_tensorrt_8_6_s_api(tiny_checkpoint):
 
 def test_int8_scope_puts_attention_and_the_residual_stream_in_int8(tiny_checkpoint):
     """build.int8_scope on the packed INT8 network (TensorRT 8.6.1's API): gemm keeps attention and skip-LayerNorm
-    FP16 (GEMMs write FP16); attention makes the attention plugin INT8 (dq_probs 1/127, an INT8 QKV output);
+    FP16 (GEMMs write FP16); attention makes the attention plugin INT8 (dq_probs: the probabilities' calibrated
+    maximum / 127, an INT8 QKV output);
     full also makes every skip-LayerNorm but the last INT8, with the residual stream's ranges at their calibrated
     maximum; each refuses scales without its ranges."""
     from trtbuild.backends.trt.plugins import plugin_network
@@ -360,7 +361,7 @@ def test_int8_scope_puts_attention_and_the_residual_stream_in_int8(tiny_checkpoi
     assert fp16_outputs == 3 * 2  # QKV, attention-out and FFN-out GEMMs write FP16
     fields, fp16_outputs, _ = build("attention", _scales(2))
     assert sorted(fields["type_id"]) == [[1]] * 4 + [[2]] * 2 and len(fields["dq_probs"]) == 2
-    assert fields["dq_probs"][0][0] == pytest.approx(1 / 127) and fp16_outputs == 2 * 2
+    assert fields["dq_probs"][0][0] == pytest.approx(0.99 / 127) and fp16_outputs == 2 * 2
     with pytest.raises(PluginBackendError, match="hidden size 768 or 1024 only"):
         build("full", _scales(2, residual=True))
     spec.hidden = 768

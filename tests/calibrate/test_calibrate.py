@@ -63,7 +63,8 @@ def test_the_plugins_full_int8_recipe_finds_every_range_it_needs_in_a_real_place
                               for k, (t, uses) in enumerate(sorted(plan.activations.items()))}}
     ranges = layer_ranges(scales, 2)
     for r in ranges:
-        assert set(r) == {"input", "qkv", "probs", "context", "ffn_input", "gelu", "attn_dense", "ffn_dense", "residual"}
+        assert set(r) == {"input", "qkv", "probs", "probs_max", "context", "ffn_input", "gelu", "attn_dense", "ffn_dense",
+                          "residual"}
         assert all(v is not None for v in r.values()) and all(v is not None for v in r["residual"].values()), r
     dense = {t: a["amax"] for t, a in scales["activations"].items() if t.endswith("dense/Add_output_0")}
     assert ranges[1]["attn_dense"] == dense[[t for t in dense if "layer.1/attention/output/dense" in t][0]]

@@ -196,6 +196,10 @@ def layer_ranges(scales, layers):
         probs = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n)
         r["qkv"] = max(qk, v) if qk is not None and v is not None else None
         r["probs"] = probs if r["qkv"] is not None else None
+        # the INT8 attention's probability step: their largest value seen in calibration (1 for a peaked head, far
+        # less for a flat one), so that no probability is clipped and a flat head keeps its resolution
+        probs_max = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n, by_consumer_max)
+        r["probs_max"] = min(1.0, probs_max) if r["probs"] is not None and probs_max else None
         # the dense outputs entering the residual Adds (calibrate.quantize_residual): build.int8_scope full
         r["attn_dense"] = amax(i, "attention/output/Add", lambda n: "/dense/" in n)
         r["ffn_dense"] = amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n)
@@ -404,8 +408,7 @@ def plugin_network(trt, builder, spec, weights, input_names, precision, buckets,
             mha_fields.append(field("var_seqlen", [1], trt.PluginFieldType.INT32))
         if int8_mha:
             rng(qkv, r["qkv"])
-            # softmax probabilities lie in [0, 1]: a calibrated amax below 1 would clip the peaked heads
-            mha_fields.append(field("dq_probs", [1.0 / 127.0], trt.PluginFieldType.FLOAT32))
+            mha_fields.append(field("dq_probs", [r["probs_max"] / 127.0], trt.PluginFieldType.FLOAT32))
         mha_plugin = _create(creators["CustomQKVToContextPluginDynamic"], "l{}.attention".format(i), mha_fields, trt)
         mha = network.add_plugin_v2([qkv] + mha_inputs, mha_plugin)
         mha.name = "l{}.attention".format(i)
