@@ -16,7 +16,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VERSIONS = ("8.6.1", "10.13.3", "11.4.0")
 # return types pybind could not name in a signature (10.x / 11.x print a C++ accessor type there)
 RETURN_FIXES = {("tensorrt", "get_plugin_registry"): "IPluginRegistry",
-                ("tensorrt", "get_builder_plugin_registry"): "IPluginRegistry"}
+                ("tensorrt", "get_builder_plugin_registry"): "IPluginRegistry",
+                ("ICudaEngine", "create_engine_inspector"): "EngineInspector"}  # (8.6 prints nvinfer1::IEngineInspector)
 PRIMITIVE = {"int": 0, "float": 0.0, "bool": False, "str": "", "None": None, "SupportsInt": 0, "SupportsFloat": 0.0}
 
 

@@ -148,3 +148,48 @@ def test_every_tensorrt_name_the_package_uses_exists_in_each_version(version):
         except AttributeError:
             missing.add(name)
     assert missing == set(GUARDED.get(version, {})), missing
+
+
+# the methods and properties trtbuild's TensorRT package uses on the objects it holds, by the variable's name
+HOLDERS = {"engine": "ICudaEngine", "context": "IExecutionContext", "ctx": "IExecutionContext", "runtime": "Runtime",
+           "inspector": "EngineInspector", "network": "INetworkDefinition", "builder": "Builder"}
+GUARDED_MEMBERS = {  # (class, member): where the code asks hasattr first
+    "8.6.1": {("ICudaEngine", "device_memory_size_v2"): "engine.engine_device_memory"},
+    "10.13.3": {("INetworkDefinition", "add_fully_connected"): "plugins.dense"},
+    "11.4.0": {("ICudaEngine", "device_memory_size"): "engine.engine_device_memory",
+               ("INetworkDefinition", "add_fully_connected"): "plugins.dense"},
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_member_the_package_uses_on_tensorrt_objects_exists_in_each_version(version):
+    import ast
+    import os
+
+    from helpers import ROOT
+
+    folder = os.path.join(ROOT, "trtbuild", "backends", "trt")
+    used = set()
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            for node in ast.walk(ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())):
+                if isinstance(node, ast.Attribute):
+                    holder = node.value.id if isinstance(node.value, ast.Name) else \
+                        node.value.attr if isinstance(node.value, ast.Attribute) else None
+                    if holder in HOLDERS:
+                        used.add((HOLDERS[holder], node.attr))
+    trt = StrictTrt(version)
+    missing = {(c, a) for c, a in used
+               if trt.lookup(c, "methods", a) is None and trt.lookup(c, "properties", a) is None}
+    assert used and missing == set(GUARDED_MEMBERS[version]), missing
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_layer_precisions_asks_the_engine_inspector_for_json(version):
+    from trt_api.strict import FakeObject
+    from trtbuild.backends.trt.inspect import layer_precisions
+
+    trt = StrictTrt(version)
+    assert layer_precisions(trt, FakeObject(trt, "ICudaEngine")) == {}  # (the stand-in's JSON is empty)
+    asked = [(c, m, a) for c, m, a, _ in trt.calls if m == "get_engine_information"]
+    assert asked and asked[0][0] == "EngineInspector" and asked[0][2][0].name == "JSON"
