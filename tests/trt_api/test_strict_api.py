@@ -113,24 +113,32 @@ GUARDED = {
 }
 
 
-def _trt_names():
+def _attributes():
+    """Every attribute access (ast.Attribute) in the source of trtbuild/backends/trt."""
     import ast
     import os
 
     from helpers import ROOT
 
     folder = os.path.join(ROOT, "trtbuild", "backends", "trt")
-    used = set()
-    for name in os.listdir(folder):
+    for name in sorted(os.listdir(folder)):
         if name.endswith(".py"):
             for node in ast.walk(ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())):
                 if isinstance(node, ast.Attribute):
-                    chain, n = [], node
-                    while isinstance(n, ast.Attribute):
-                        chain.append(n.attr)
-                        n = n.value
-                    if isinstance(n, ast.Name) and n.id == "trt" and chain[-1] != "__version__":
-                        used.add(".".join(list(reversed(chain))[:2]))
+                    yield node
+
+
+def _trt_names():
+    import ast
+
+    used = set()
+    for node in _attributes():
+        chain, n = [], node
+        while isinstance(n, ast.Attribute):
+            chain.append(n.attr)
+            n = n.value
+        if isinstance(n, ast.Name) and n.id == "trt" and chain[-1] != "__version__":
+            used.add(".".join(list(reversed(chain))[:2]))
     return used
 
 
@@ -164,20 +172,13 @@ GUARDED_MEMBERS = {  # (class, member): where the code asks hasattr first
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_member_the_package_uses_on_tensorrt_objects_exists_in_each_version(version):
     import ast
-    import os
 
-    from helpers import ROOT
-
-    folder = os.path.join(ROOT, "trtbuild", "backends", "trt")
     used = set()
-    for name in os.listdir(folder):
-        if name.endswith(".py"):
-            for node in ast.walk(ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())):
-                if isinstance(node, ast.Attribute):
-                    holder = node.value.id if isinstance(node.value, ast.Name) else \
-                        node.value.attr if isinstance(node.value, ast.Attribute) else None
-                    if holder in HOLDERS:
-                        used.add((HOLDERS[holder], node.attr))
+    for node in _attributes():
+        holder = node.value.id if isinstance(node.value, ast.Name) else \
+            node.value.attr if isinstance(node.value, ast.Attribute) else None
+        if holder in HOLDERS:
+            used.add((HOLDERS[holder], node.attr))
     trt = StrictTrt(version)
     missing = {(c, a) for c, a in used
                if trt.lookup(c, "methods", a) is None and trt.lookup(c, "properties", a) is None}
