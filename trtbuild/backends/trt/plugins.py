@@ -163,20 +163,24 @@ def layer_ranges(scales, layers):
                                  "`--no-equalize` (calibrate.equalize: false) for the plugins backend, or build with "
                                  "build.backend onnx")
     acts = (scales or {}).get("activations", {})
-    by_consumer, by_consumer_max = {}, {}
+    by_consumer = {}  # consumer node -> [(tensor, amax, largest value seen in calibration)]
     for name, a in acts.items():
         for c in a.get("consumers", []):
-            by_consumer.setdefault(c, []).append((name, float(a["amax"])))
-            by_consumer_max.setdefault(c, []).append((name, float(a.get("max_abs") or a["amax"])))
+            by_consumer.setdefault(c, []).append((name, float(a["amax"]), float(a.get("max_abs") or a["amax"])))
 
-    def amax(i, suffix, pick=None, table=by_consumer):
+    def ranges(i, suffix, pick=None):
+        """(amax, max_abs) of the tensor(s) layer i's node `suffix` consumes (the largest of each where several
+        match `pick`), or (None, None)."""
         tail = "/layer.{}/{}".format(i, suffix)
-        for consumer, found in table.items():
+        for consumer, found in by_consumer.items():
             if consumer.endswith(tail):
-                vals = [v for n, v in found if pick is None or pick(n)]
+                vals = [(a, m) for n, a, m in found if pick is None or pick(n)]
                 if vals:
-                    return max(vals)
-        return None
+                    return max(a for a, _ in vals), max(m for _, m in vals)
+        return None, None
+
+    def amax(i, suffix, pick=None):
+        return ranges(i, suffix, pick)[0]
 
     out = []
     for i in range(layers):
@@ -193,23 +197,21 @@ def layer_ranges(scales, layers):
                                      "`trtbuild calibrate` without exclusions".format(i, ", ".join(missing)))
         qk = amax(i, "attention/self/MatMul")
         v = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" not in n)
-        probs = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n)
+        probs, probs_max = ranges(i, "attention/self/MatMul_1", lambda n: "Softmax" in n)
         r["qkv"] = max(qk, v) if qk is not None and v is not None else None
         r["probs"] = probs if r["qkv"] is not None else None
         # the INT8 attention's probability step: their largest value seen in calibration (1 for a peaked head, far
         # less for a flat one), so that no probability is clipped and a flat head keeps its resolution
-        probs_max = amax(i, "attention/self/MatMul_1", lambda n: "Softmax" in n, by_consumer_max)
         r["probs_max"] = min(1.0, probs_max) if r["probs"] is not None and probs_max else None
         # the dense outputs entering the residual Adds (calibrate.quantize_residual): build.int8_scope full
-        r["attn_dense"] = amax(i, "attention/output/Add", lambda n: "/dense/" in n)
-        r["ffn_dense"] = amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n)
+        attn_dense = ranges(i, "attention/output/Add", lambda n: "/dense/" in n)
+        ffn_dense = ranges(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n)
+        r["attn_dense"], r["ffn_dense"] = attn_dense[0], ffn_dense[0]
         # build.int8_scope full quantizes the residual stream with these tensors' ranges: their largest value
         # seen in calibration (a clipped residual stream cost 20 points on the default model, qdq.py)
-        r["residual"] = {"input": amax(i, "attention/self/query/MatMul", table=by_consumer_max),
-                         "ffn_input": amax(i, "intermediate/dense/MatMul", table=by_consumer_max),
-                         "attn_dense": amax(i, "attention/output/Add", lambda n: "/dense/" in n, by_consumer_max),
-                         "ffn_dense": amax(i, "output/Add", lambda n: "/output/dense/" in n and "attention" not in n,
-                                           by_consumer_max)}
+        r["residual"] = {"input": ranges(i, "attention/self/query/MatMul")[1],
+                         "ffn_input": ranges(i, "intermediate/dense/MatMul")[1],
+                         "attn_dense": attn_dense[1], "ffn_dense": ffn_dense[1]}
         out.append(r)
     return out
 
