@@ -78,9 +78,9 @@ def benchmark(config, backends=None, shapes=None, simulate_traffic=True, report_
         return _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar, extra_engines)
 
 
-def extra_engine_name(path):
-    """`trt-<precision>@<work directory name>` for an engine file WORKDIR/engines/<target>/<precision>.engine; a
-    one-line error for anything else."""
+def extra_engine(path):
+    """(`trt-<precision>@<work directory name>`, that work directory) for an engine file
+    WORKDIR/engines/<target>/<precision>.engine; a one-line error for anything else."""
     path = os.path.abspath(path)
     precision, ext = os.path.splitext(os.path.basename(path))
     parts = path.split(os.sep)
@@ -89,7 +89,7 @@ def extra_engine_name(path):
                             "build` writes it".format(path))
     if not os.path.isfile(path):
         raise TrtbuildError("--engine {}: no such engine; build it with `trtbuild build`".format(path))
-    return "trt-{}@{}".format(precision, parts[-4])
+    return "trt-{}@{}".format(precision, parts[-4]), os.sep.join(parts[:-3])
 
 
 def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress, show_bar, extra_engines=()):
@@ -123,10 +123,8 @@ def _benchmark(config, backends, shapes, simulate_traffic, report_dir, progress,
         except TrtbuildError as e:
             skipped[name], missing[name] = str(e), EXIT_USER
     for path in extra_engines:
-        name = extra_engine_name(path)
-        other = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
-        theirs = read_json(os.path.join(other, "export.json")) if os.path.isfile(os.path.join(other, "export.json")) \
-            else {}
+        name, other = extra_engine(path)
+        theirs = read_json(WorkDir(other).export_json) if os.path.isfile(WorkDir(other).export_json) else {}
         if (theirs.get("sha256") or {}).get("onnx") != record["sha256"].get("onnx"):
             raise TrtbuildError("--engine {}: its work directory {} holds another export (model.onnx differs from "
                                 "{}'s); bench compares builds of one model".format(path, other, config.workdir))

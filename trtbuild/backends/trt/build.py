@@ -70,6 +70,12 @@ def build_path(trt_version, precision):
     return BuildPath("int8", "model.qdq.onnx", ("FP16", "INT8"), False, False)
 
 
+def _check_fp8_model(wd):
+    if not os.path.isfile(wd.fp8_onnx):
+        raise TrtbuildError("{} has no model.fp8.onnx; run `trtbuild calibrate {} --from-scales --precision fp8` "
+                            "first".format(wd.root, wd.root))
+
+
 def plugin_tactic_sources(trt):
     """The plugins backend's tactic sources: 8.6 as measured (cuBLAS and cuBLASLt: the plugins call them, and the
     cuDNN library is a stand-in on our GPU machine); from 10 every source the version has but cuDNN and the
@@ -146,9 +152,8 @@ def _build_engine(config, wd, precision, profiles, progress, verbose):
         if not os.path.isfile(wd.calibrate_json) and not os.path.isfile(wd.qdq_onnx):
             raise TrtbuildError("{} has no calibration (model.qdq.onnx, scales.json); run `trtbuild calibrate {}` "
                                 "first".format(wd.root, wd.root))
-        if precision == "fp8" and not os.path.isfile(wd.fp8_onnx):
-            raise TrtbuildError("{} has no model.fp8.onnx; run `trtbuild calibrate {} --from-scales --precision fp8` "
-                                "first".format(wd.root, wd.root))
+        if precision == "fp8":
+            _check_fp8_model(wd)
         check_calibration(wd.root, record, fp8=precision == "fp8")
     trt = import_tensorrt()
     gpu = gpu_info()
@@ -414,10 +419,7 @@ def build_engines(config, int8=False, profiles=None, progress=noop, verbose=Fals
     if not fp16 and not int8 and not fp8:
         raise TrtbuildError("nothing to build: --no-fp16 needs --int8 or --fp8")
     if fp8:  # before any engine is built, as for INT8 below
-        wd = WorkDir(config.workdir)
-        if not os.path.isfile(wd.fp8_onnx):
-            raise TrtbuildError("{} has no model.fp8.onnx; run `trtbuild calibrate {} --from-scales --precision fp8` "
-                                "first".format(config.workdir, config.workdir))
+        _check_fp8_model(WorkDir(config.workdir))
         check_calibration(config.workdir, check_export(config.workdir), fp8=True)
     if int8:  # before any engine is built: a long FP16 build must not end in "calibrate first"
         record = check_export(config.workdir)
